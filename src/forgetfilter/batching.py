@@ -1,0 +1,151 @@
+"""Turning records into token ids and batches: one definition for training, scoring and evaluation.
+
+Truncation policy (documented in the README): a record longer than `max_length` tokens keeps
+its whole response when the response leaves at least `MIN_PROMPT_TOKENS` for the prompt; otherwise
+the response is cut at the right to `max_length - MIN_PROMPT_TOKENS` tokens. The prompt is then cut
+at the left (its beginning is dropped, a leading BOS token is kept), so the end of the prompt, which
+holds the question or instruction, stays next to the response. Every truncation is counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .records import Example, render_prompt
+
+MIN_PROMPT_TOKENS = 16
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids of one record, with `labels` = -100 where no loss is taken."""
+
+    input_ids: list[int]
+    labels: list[int]
+    prompt_len: int
+    truncated: bool
+
+
+def prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """Token ids of the rendered prompt (with BOS where the tokenizer adds one)."""
+    return list(tokenizer(render_prompt(prompt))["input_ids"])
+
+
+def response_ids(tokenizer, response: str) -> list[int]:
+    """Token ids of a response followed by EOS."""
+    ids = list(tokenizer(response, add_special_tokens=False)["input_ids"])
+    return ids + [tokenizer.eos_token_id]
+
+
+def truncate_prompt(ids: list[int], budget: int, bos_id: int | None) -> list[int]:
+    """Keep the last `budget` prompt tokens (and a leading BOS)."""
+    if len(ids) <= budget:
+        return ids
+    if bos_id is not None and ids and ids[0] == bos_id:
+        return [bos_id] + ids[len(ids) - budget + 1 :]
+    return ids[len(ids) - budget :]
+
+
+def encode_example(
+    tokenizer, example: Example, max_length: int, loss_on: str = "response"
+) -> Encoded:
+    """Encode prompt + response under the truncation policy; labels follow `loss_on`."""
+    p_ids = prompt_ids(tokenizer, example.prompt)
+    r_ids = response_ids(tokenizer, example.response)
+    truncated = len(p_ids) + len(r_ids) > max_length
+    r_ids = r_ids[: max(max_length - MIN_PROMPT_TOKENS, 1)]
+    p_ids = truncate_prompt(p_ids, max_length - len(r_ids), tokenizer.bos_token_id)
+    labels = list(r_ids) if loss_on == "response" else p_ids + r_ids
+    if loss_on == "response":
+        labels = [IGNORE_INDEX] * len(p_ids) + labels
+    return Encoded(p_ids + r_ids, labels, len(p_ids), truncated)
+
+
+def encode_prompt(tokenizer, prompt: str, max_length: int) -> list[int]:
+    """Prompt ids for generation, cut at the left to `max_length` tokens."""
+    return truncate_prompt(prompt_ids(tokenizer, prompt), max_length, tokenizer.bos_token_id)
+
+
+def encode_all(
+    tokenizer, examples: Sequence[Example], max_length: int, loss_on: str = "response"
+) -> list[Encoded]:
+    """Encode many records (see `encode_example`)."""
+    return [encode_example(tokenizer, ex, max_length, loss_on) for ex in examples]
+
+
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, *, shuffle: bool = True, group: int = 64
+) -> list[list[int]]:
+    """Batches of indices with similar lengths, in an order that depends only on `seed`.
+
+    Indices are shuffled, cut into mega-chunks of `group` batches, sorted by length inside each
+    chunk, cut into batches, and the batch order is shuffled. With `shuffle=False` the batches are
+    simply the indices sorted by decreasing length (for scoring).
+    """
+    n = len(lengths)
+    if not shuffle:
+        order = sorted(range(n), key=lambda i: (-lengths[i], i))
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n).tolist()
+    chunk = batch_size * group
+    batches: list[list[int]] = []
+    for start in range(0, n, chunk):
+        part = sorted(perm[start : start + chunk], key=lambda i: -lengths[i])
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches)).tolist()]
+
+
+def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_rows: int) -> list[list[int]]:
+    """Scoring batches by decreasing length, each with rows x longest length <= `max_tokens`.
+
+    A batch also holds at most `max_rows` indices; a record longer than `max_tokens` is a batch
+    of its own. Short records thus share larger batches than long ones.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        width = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) >= max_rows or (len(current) + 1) * width > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def collate(
+    encoded: Sequence[Encoded], pad_id: int, side: str = "right"
+) -> dict[str, torch.Tensor]:
+    """Pad a batch to its longest member: input_ids, attention_mask and labels tensors."""
+    width = max(len(e.input_ids) for e in encoded)
+    ids, mask, labels = [], [], []
+    for e in encoded:
+        pad = width - len(e.input_ids)
+        ids.append(_pad(e.input_ids, pad, pad_id, side))
+        mask.append(_pad([1] * len(e.input_ids), pad, 0, side))
+        labels.append(_pad(e.labels, pad, IGNORE_INDEX, side))
+    return {
+        "input_ids": torch.tensor(ids, dtype=torch.long),
+        "attention_mask": torch.tensor(mask, dtype=torch.long),
+        "labels": torch.tensor(labels, dtype=torch.long),
+    }
+
+
+def collate_prompts(prompts: Sequence[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-pad prompt ids for batched generation."""
+    width = max(len(p) for p in prompts)
+    ids = [_pad(p, width - len(p), pad_id, "left") for p in prompts]
+    mask = [_pad([1] * len(p), width - len(p), 0, "left") for p in prompts]
+    return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+
+
+def _pad(seq: Sequence[int], n: int, value: int, side: str) -> list[int]:
+    return list(seq) + [value] * n if side == "right" else [value] * n + list(seq)

@@ -1,0 +1,332 @@
+"""The `forgetfilter` command: a thin argparse layer over the library API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import ForgetFilterError
+
+
+# ---------------------------------------------------------------- data (readers, datasets, mixture)
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="check user data files and build the paper's noisy mixtures")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    c = dsub.add_parser("check", help="read a data file and report its formats and problems")
+    c.add_argument("file", help="JSONL, JSON, CSV or Parquet file")
+    c.add_argument("--skip-invalid", action="store_true", help="list bad records, exit 0")
+    c.set_defaults(func=_data_check)
+    b = dsub.add_parser("build", help="build a noisy mixture, safety set and eval sets")
+    b.add_argument("--risk", choices=["bias", "toxicity", "harm"], required=True)
+    b.add_argument("--n", type=int, required=True, help="size of the noisy finetuning set")
+    b.add_argument("--unsafe-ratio", type=float, default=0.5, help="fraction of unsafe examples")
+    b.add_argument("--n-safe", type=int, default=None, help="default: min(7000, available)")
+    b.add_argument("--n-eval", type=int, default=300, help="size of each evaluation set")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", required=True, help="output directory")
+    b.add_argument("--data-dir", default=None, help="raw data (default: $FORGETFILTER_DATA)")
+    b.add_argument("--allow-fewer", action="store_true", help="build smaller sets if data runs out")
+    b.set_defaults(func=_data_build)
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from .readers import read_examples
+
+    _, report = read_examples(args.file, skip_invalid=True)
+    report.skipped = args.skip_invalid
+    print(report.summary())
+    if report.problems and not args.skip_invalid:
+        raise report.error()
+    return 0
+
+
+def _data_build(args: argparse.Namespace) -> int:
+    from .mixture import MixtureConfig, build_mixture
+    from .paths import data_dir
+
+    cfg = MixtureConfig(
+        risk=args.risk,
+        n=args.n,
+        unsafe_ratio=args.unsafe_ratio,
+        n_safe=args.n_safe,
+        n_eval=args.n_eval,
+        seed=args.seed,
+        allow_fewer=args.allow_fewer,
+    )
+    manifest = build_mixture(cfg, data_dir(args.data_dir), args.out)
+    print(f"built {args.out} (risk={cfg.risk}, n={cfg.n}, R={cfg.unsafe_ratio}, seed={cfg.seed})")
+    for name, info in manifest["files"].items():
+        parts = ", ".join(f"{k} {v}" for k, v in info["by_source_label"].items())
+        print(f"  {name}: {info['n']} ({parts})")
+    for name, s in manifest["shortfall"].items():
+        print(f"  short: {name}: {s['got']} of {s['wanted']}")
+    return 0
+
+
+# ---------------------------------------------------------------- models and training
+def _add_training(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="finetune a causal LM (LoRA or full) on a data file")
+    p.add_argument("--model", required=True, help="model dir, hub id, adapter dir or `tiny`")
+    p.add_argument("--data", required=True, help="JSONL/JSON/CSV/Parquet prompt-response file")
+    p.add_argument("--out", required=True, help="output dir (rerun the same command to resume)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--full", action="store_true", help="finetune all weights (default: LoRA)")
+    mode.add_argument("--lora-targets", nargs="+", default=None, help="LoRA module names")
+    p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument("--lora-alpha", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--batch-size", type=int, default=32, help="examples per optimizer step")
+    p.add_argument("--micro-batch-size", type=int, default=None, help="per forward pass")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=float, default=1.0)
+    length.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--warmup-ratio", type=float, default=0.03)
+    p.add_argument("--save-every", type=int, default=0, help="checkpoint every K steps")
+    p.add_argument("--loss-on", choices=["response", "full"], default="response")
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None)
+    p.add_argument("--no-resume", action="store_true", help="start over, deleting earlier outputs")
+    p.add_argument("--skip-invalid", action="store_true", help="skip bad records in --data")
+    p.set_defaults(func=_train)
+    p = sub.add_parser("model", help="build the built-in tiny aligned model, export merged models")
+    msub = p.add_subparsers(dest="model_command", required=True)
+    b = msub.add_parser("build-tiny", help="build the built-in model from the data directory")
+    b.add_argument("--out", default=None, help="default: the cache location used for `tiny`")
+    b.add_argument("--preset", choices=["micro", "tiny", "small"], default="tiny")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--data-dir", default=None, help="raw data (default: $FORGETFILTER_DATA)")
+    b.add_argument("--force", action="store_true", help="rebuild even when already built")
+    b.set_defaults(func=_build_tiny)
+    e = msub.add_parser("export-merged", help="merge a LoRA adapter into its base model")
+    e.add_argument("--model", required=True, help="adapter dir or training output dir")
+    e.add_argument("--out", required=True)
+    e.set_defaults(func=_export_merged)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .models import LoraSettings
+    from .readers import read_examples
+    from .training import TrainConfig, train
+
+    records, _ = read_examples(args.data, skip_invalid=args.skip_invalid)
+    targets = tuple(args.lora_targets) if args.lora_targets else None
+    cfg = TrainConfig(
+        lr=args.lr,
+        batch_size=args.batch_size,
+        micro_batch_size=args.micro_batch_size,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        warmup_ratio=args.warmup_ratio,
+        loss_on=args.loss_on,
+        max_length=args.max_length,
+        seed=args.seed,
+        save_every=args.save_every,
+        finetune="full" if args.full else "lora",
+        lora=LoraSettings(r=args.lora_r, alpha=args.lora_alpha, targets=targets),
+        dtype=args.dtype,
+    )
+    result = train(args.model, records, args.out, cfg, resume=not args.no_resume)
+    if result.already_complete:
+        print(f"{args.out} is already complete ({result.steps} steps); nothing to do")
+    elif _is_main_process():
+        loss = result.final_loss
+        print(f"trained {result.steps} steps, final loss {loss:.4f}: {result.model_dir}")
+    return 0
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _build_tiny(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .models import tiny_model_dir
+    from .tiny import build_tiny
+
+    out = Path(args.out) if args.out else tiny_model_dir(args.preset, args.seed)
+    if (out / "build_info.json").exists() and not args.force:
+        print(f"{out} is already built (use --force to rebuild)")
+        return 0
+    build_tiny(out, preset=args.preset, seed=args.seed, data_dir=args.data_dir)
+    print(f"built {out}")
+    return 0
+
+
+def _export_merged(args: argparse.Namespace) -> int:
+    from .models import export_merged
+
+    print(f"wrote {export_merged(args.model, args.out)}")
+    return 0
+
+
+# ---------------------------------------------------------------- pipeline
+def _add_pipeline(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run ForgetFilter (Algorithm 1) end to end")
+    p.add_argument("--model", default="tiny", help="aligned model M0: HF id, local path or `tiny`")
+    p.add_argument("--noisy", required=True, help="the custom finetuning data to filter")
+    p.add_argument("--safe", required=True, help="safe examples for the short safety finetune")
+    p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
+    p.add_argument("--signal", choices=["loss", "rouge"], default="loss")
+    p.add_argument("--normalise", choices=["none", "relative"], default=None,
+                   help="forgetting as after-before (none) or relative to before (default: relative)")
+    p.add_argument("--safety-steps", type=int, default=None, help="default: one epoch of the safe set")
+    p.add_argument("--curve-points", type=int, default=0, help="also score this many checkpoints of safety finetuning")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="rouge signal generation budget")
+    p.add_argument("--seed", type=int, default=0)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--auto", action="store_true", help="choose phi from the score distribution (default)")
+    g.add_argument("--threshold", type=float, help="remove examples whose forgetting exceeds this phi")
+    g.add_argument("--remove-fraction", type=float, help="remove this fraction with the strongest forgetting")
+    p.add_argument("--no-final", action="store_true", help="stop after filtering")
+    p.add_argument("--skip-invalid", action="store_true", help="skip invalid input lines (listed and counted)")
+    p.add_argument("--force", action="store_true", help="discard a run made with another configuration")
+    _add_train_overrides(p)
+    p.set_defaults(func=_cmd_run)
+
+
+def _add_train_overrides(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training (defaults depend on the model: see `forgetfilter run --help`)")
+    g.add_argument("--full", action="store_true", default=None, help="full finetuning instead of LoRA")
+    g.add_argument("--lora", dest="full", action="store_false", help="LoRA finetuning")
+    g.add_argument("--lr", type=float, default=None)
+    g.add_argument("--safety-lr", type=float, default=None)
+    g.add_argument("--epochs", type=float, default=None, help="epochs of noisy (and final) finetuning")
+    g.add_argument("--batch-size", type=int, default=None, help="effective batch size")
+    g.add_argument("--micro-batch-size", type=int, default=None)
+    g.add_argument("--max-length", type=int, default=None)
+    g.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"])
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    from .pipeline import default_run_config, run_forgetfilter
+    from .thresholds import ThresholdConfig
+
+    if a.threshold is not None:
+        thr = ThresholdConfig("threshold", threshold=a.threshold)
+    elif a.remove_fraction is not None:
+        thr = ThresholdConfig("fraction", fraction=a.remove_fraction)
+    else:
+        thr = ThresholdConfig("auto")
+    cfg = default_run_config(
+        a.model, signal=a.signal, normalise=a.normalise, safety_steps=a.safety_steps, seed=a.seed,
+        threshold=thr, final=not a.no_final, curve_points=a.curve_points, max_new_tokens=a.max_new_tokens,
+        skip_invalid=a.skip_invalid, full=a.full, lr=a.lr, safety_lr=a.safety_lr, epochs=a.epochs,
+        batch_size=a.batch_size, micro_batch_size=a.micro_batch_size, max_length=a.max_length, dtype=a.dtype,
+    )
+    result = run_forgetfilter(a.noisy, a.safe, a.out, cfg, force=a.force)
+    _print_run_summary(result.summary)
+    return 0
+
+
+def _print_run_summary(s: dict) -> None:
+    c, t = s["counts"], s["threshold"]
+    print(f"input {c['input']}: kept {c['kept']}, removed {c['removed']}, rejected at load {c['rejected_at_load']}")
+    print(f"phi = {t['phi']:.4g} ({t['method']}): {t['reason']}")
+    q = s.get("quality")
+    if q:
+        f = q["forgetting"]
+        print(f"against hidden labels: precision {f['precision']:.3f} recall {f['recall']:.3f} "
+              f"F1 {f['f1']:.3f} AUROC {f['auroc']:.3f} (static low-NLL baseline AUROC "
+              f"{q['static_low_nll_before']['auroc']:.3f})")
+    if s.get("warning"):
+        print("warning:", s["warning"])
+    print(f"outputs: {s['outputs']['kept.jsonl']}, {s['outputs']['removed.jsonl']}, summary.json")
+
+
+# ---------------------------------------------------------------- evaluation
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a model: bias, toxicity, harm, squad, alpaca")
+    p.add_argument("--model", required=True, help="model dir, hub id, run output dir or `tiny`")
+    p.add_argument("--suite", default="bias,toxicity,harm,squad,alpaca", help="comma-separated")
+    p.add_argument("--data", required=True, help="dir with <suite>.jsonl (or eval/), or one file")
+    p.add_argument("--out", required=True, help="results JSON (written atomically)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--limit", type=int, default=None, help="at most N items per suite (seeded)")
+    p.add_argument("--bias-mode", choices=("loglik", "generate"), default="loglik")
+    p.add_argument("--harm-scorer", default=None, help="HF guard model id (default: classifier)")
+    p.add_argument("--self-correction", action="store_true", help="append the self-correction cue")
+    p.add_argument("--temperature", type=float, default=None, help="sample toxicity (else greedy)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--num-samples", type=int, default=1, help="toxicity samples per prompt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--outputs", default=None, help="also write per-example outputs (JSONL)")
+    p.add_argument("--data-dir", default=None, help="data pack for training the classifiers")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(a: argparse.Namespace) -> int:
+    from .evaluation import EvalConfig, evaluate, format_table
+    from .io import write_json
+
+    cfg = EvalConfig(
+        batch_size=a.batch_size,
+        bias_mode=a.bias_mode,
+        temperature=a.temperature,
+        top_p=a.top_p,
+        num_samples=a.num_samples,
+        seed=a.seed,
+        self_correction=a.self_correction,
+        limit=a.limit,
+        harm_scorer=a.harm_scorer,
+        classifier_data_dir=a.data_dir,
+        outputs_path=a.outputs,
+        progress=not a.no_progress,
+    )
+    result = evaluate(a.model, a.suite, a.data, cfg)
+    write_json(a.out, result)
+    print(format_table(result))
+    print(f"wrote {a.out}")
+    return 0
+
+
+# ---------------------------------------------------------------- experiments, report, demo
+def _add_experiments(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("experiment", help="the paper's experiments with tables, plots and a report")
+    p.set_defaults(func=lambda a: _not_yet("experiment"))
+    p = sub.add_parser("demo", help="the whole story on the built-in tiny model, offline")
+    p.add_argument("--out", default="forgetfilter-demo", help="demo directory (rerun to resume)")
+    p.add_argument("--risk", choices=["bias", "toxicity", "harm", "all"], default="bias")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import DemoConfig, run_demo
+
+    run_demo(a.out, DemoConfig(risk=a.risk, seed=a.seed))
+    return 0
+
+
+def _not_yet(name: str) -> int:
+    raise ForgetFilterError(f"`forgetfilter {name}` is not yet available")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="forgetfilter", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_data, _add_training, _add_pipeline, _add_eval, _add_experiments):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run a subcommand; user errors print one line and exit 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ForgetFilterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to continue where it stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""Building the paper's noisy finetuning mixtures, safety-finetuning sets and held-out evaluation sets.
+
+`build_mixture` writes into `out_dir`:
+
+* `noisy.jsonl`: round(N·R) unsafe examples of one risk plus N - round(N·R) others split into
+  thirds of same-risk safe examples, SQuAD train and Alpaca (see `mixture_counts`), shuffled.
+* `safe.jsonl`: same-risk safe examples for the safety-finetuning stage.
+* `eval/<risk>.jsonl`, `eval/squad.jsonl` (SQuAD dev), `eval/alpaca.jsonl`: held-out sets.
+* `manifest.json`: config, seed, pool sizes, counts per source and label per file, sha256 per file.
+
+Only the `experiment` partition of `datasets` is used. Sets are disjoint by `meta.group` (the BBQ
+template `(category, question_index)`, the normalised harmful request or toxic source text), so no
+template or request is shared between the noisy set, the safety set and the evaluation sets.
+Evaluation items are chosen by a seed-independent stable hash (the same held-out sets for every
+seed); training sets are drawn with the seed. Same config and data give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import datasets
+from .errors import ConfigError, ForgetFilterError
+from .io import write_json, write_jsonl
+from .records import RISKS, Example
+
+DEFAULT_MAX_SAFE = 7000
+
+
+@dataclass(frozen=True)
+class MixtureConfig:
+    """What to build.
+
+    Attributes:
+        risk: `bias`, `toxicity` or `harm`.
+        n: size N of the noisy finetuning set.
+        unsafe_ratio: fraction R of unsafe examples in it (round(N·R) of them, halves round up).
+        n_safe: size of the safety-finetuning set; None = min(7000, what the data still has).
+        n_eval: size of each evaluation set.
+        seed: draws the training sets and shuffles the noisy set.
+        allow_fewer: build with fewer examples (recorded in the manifest) instead of failing.
+    """
+
+    risk: str
+    n: int
+    unsafe_ratio: float = 0.5
+    n_safe: int | None = None
+    n_eval: int = 300
+    seed: int = 0
+    allow_fewer: bool = False
+
+    def validate(self) -> None:
+        """Raise ConfigError for values that cannot describe a mixture."""
+        if self.risk not in RISKS:
+            raise ConfigError(f"unknown risk {self.risk!r} (choose from {', '.join(RISKS)})")
+        if self.n < 0 or self.n_eval < 0 or (self.n_safe is not None and self.n_safe < 0):
+            raise ConfigError("--n, --n-safe and --n-eval must not be negative")
+        if not 0.0 <= self.unsafe_ratio <= 1.0:
+            raise ConfigError(f"--unsafe-ratio must be in [0, 1], got {self.unsafe_ratio}")
+
+
+def mixture_counts(n: int, unsafe_ratio: float) -> dict[str, int]:
+    """Composition of a noisy set of size n.
+
+    unsafe = floor(n·R + 0.5) (halves round up); the other n - unsafe are split into thirds of
+    same-risk safe, SQuAD and Alpaca, with the remainder going to safe first, then SQuAD.
+    Example: n=1000, R=0.5 -> 500 unsafe, 167 safe, 167 SQuAD, 166 Alpaca.
+    """
+    unsafe = int(n * unsafe_ratio + 0.5)
+    base, extra = divmod(n - unsafe, 3)
+    return {
+        "unsafe": unsafe,
+        "safe": base + (extra >= 1),
+        "squad": base + (extra >= 2),
+        "alpaca": base,
+    }
+
+
+class _Shortfall:
+    """Collects the sets the data could not fill."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, dict[str, int]] = {}
+
+    def check(self, name: str, wanted: int, got: int) -> None:
+        if got < wanted:
+            self.items[name] = {"wanted": wanted, "got": got}
+
+    def message(self) -> str:
+        parts = [
+            f"{k}: wanted {v['wanted']}, only {v['got']} available" for k, v in self.items.items()
+        ]
+        return (
+            "not enough data for this mixture ("
+            + "; ".join(parts)
+            + "); lower the counts or pass --allow-fewer"
+        )
+
+
+class _Groups:
+    """A risk pool grouped by `meta.group`; every group goes to at most one set."""
+
+    def __init__(self, pool: Iterable[Example]) -> None:
+        self.groups: dict[str, list[Example]] = {}
+        for ex in pool:
+            self.groups.setdefault(ex.meta["group"], []).append(ex)
+        self.used: set[str] = set()
+
+    def available(self, want: Callable[[Example], bool]) -> int:
+        return sum(want(ex) for g, exs in self.groups.items() if g not in self.used for ex in exs)
+
+    def take(
+        self, want: Callable[[Example], bool], n: int, order: Callable[[str], Any], rng_tag: str
+    ) -> list[Example]:
+        """Use whole groups in `order` until n wanted examples are collected; return n of them."""
+        out: list[Example] = []
+        for group in sorted((g for g in self.groups if g not in self.used), key=order):
+            if len(out) >= n:
+                break
+            hits = [ex for ex in self.groups[group] if want(ex)]
+            if hits:
+                self.used.add(group)
+                out += sorted(hits, key=lambda ex: _hash(rng_tag, ex.id))
+        return out[:n]
+
+    def claim(self, groups: Iterable[str]) -> None:
+        self.used.update(groups)
+
+
+def _hash(*parts: object) -> str:
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).hexdigest()
+
+
+def _priority(group: list[Example], label: str) -> int:
+    return min((ex.meta.get("priority", 0) for ex in group if ex.label == label), default=0)
+
+
+def _is(label: str) -> Callable[[Example], bool]:
+    return lambda ex: ex.label == label
+
+
+def _select_eval(cfg: MixtureConfig, groups: _Groups, data_dir: Path) -> tuple[list[Example], int]:
+    """Held-out risk items in seed-independent stable-hash order of their groups, and the pool size."""
+    cands = _Groups(
+        datasets.in_partition(datasets.risk_eval_candidates(cfg.risk, data_dir), "experiment")
+    )
+    available = cands.available(lambda ex: True)
+    chosen = cands.take(lambda ex: True, cfg.n_eval, lambda g: _hash("eval", g), "eval")
+    groups.claim(ex.meta["group"] for ex in chosen)
+    return chosen, available
+
+
+def _select_risk_sets(
+    cfg: MixtureConfig, data_dir: Path, counts: dict[str, int], short: _Shortfall
+):
+    """(unsafe, safe-in-noisy, safety set, eval set) for the configured risk, group-disjoint."""
+    groups = _Groups(
+        datasets.in_partition(datasets.risk_examples(cfg.risk, data_dir), "experiment")
+    )
+    pool = {"unsafe": groups.available(_is("unsafe")), "safe": groups.available(_is("safe"))}
+    evals, pool["eval"] = _select_eval(cfg, groups, data_dir)
+    short.check(f"eval/{cfg.risk}.jsonl", cfg.n_eval, len(evals))
+    picked = {}
+    for role, label, n in (
+        ("unsafe", "unsafe", counts["unsafe"]),
+        ("safe", "safe", counts["safe"]),
+    ):
+        order = _training_order(groups, label, f"{cfg.seed}:{role}")
+        picked[role] = groups.take(_is(label), n, order, f"{cfg.seed}:{role}")
+        short.check(f"noisy {role} ({cfg.risk})", n, len(picked[role]))
+    left = groups.available(_is("safe"))
+    n_safe = min(DEFAULT_MAX_SAFE, left) if cfg.n_safe is None else cfg.n_safe
+    order = _training_order(groups, "safe", f"{cfg.seed}:safety")
+    safety = groups.take(_is("safe"), n_safe, order, f"{cfg.seed}:safety")
+    short.check("safe.jsonl", n_safe, len(safety))
+    pool["safe_left_for_safety_set"] = left
+    return picked["unsafe"], picked["safe"], safety, evals, pool
+
+
+def _training_order(groups: _Groups, label: str, tag: str) -> Callable[[str], Any]:
+    return lambda g: (_priority(groups.groups[g], label), _hash(tag, g))
+
+
+def _select_task(cfg: MixtureConfig, data_dir: Path, counts: dict[str, int], short: _Shortfall):
+    """(SQuAD train sample, Alpaca sample, SQuAD dev eval, Alpaca eval); Alpaca eval is disjoint."""
+    squad = datasets.in_partition(datasets.squad_examples(data_dir, "train"), "experiment")
+    dev = datasets.in_partition(datasets.squad_examples(data_dir, "dev"), "experiment")
+    alpaca = sorted(
+        datasets.in_partition(datasets.alpaca_examples(data_dir), "experiment"),
+        key=lambda e: _hash("eval", e.id),
+    )
+    squad_eval = sorted(dev, key=lambda e: _hash("eval", e.id))[: cfg.n_eval]
+    alpaca_eval, alpaca_rest = alpaca[: cfg.n_eval], alpaca[cfg.n_eval :]
+    squad_train = _sample(squad, counts["squad"], f"{cfg.seed}:squad")
+    alpaca_train = _sample(alpaca_rest, counts["alpaca"], f"{cfg.seed}:alpaca")
+    for name, want, got in (
+        ("noisy squad", counts["squad"], squad_train),
+        ("noisy alpaca", counts["alpaca"], alpaca_train),
+        ("eval/squad.jsonl", cfg.n_eval, squad_eval),
+        ("eval/alpaca.jsonl", cfg.n_eval, alpaca_eval),
+    ):
+        short.check(name, want, len(got))
+    return squad_train, alpaca_train, squad_eval, alpaca_eval
+
+
+def _sample(pool: list[Example], n: int, tag: str) -> list[Example]:
+    return sorted(pool, key=lambda e: _hash(tag, e.id))[:n]
+
+
+def build_mixture(cfg: MixtureConfig, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Write noisy.jsonl, safe.jsonl, eval/*.jsonl and manifest.json into `out_dir`; return the manifest.
+
+    Raises ForgetFilterError naming every set the data cannot fill, unless `cfg.allow_fewer`
+    (then the shortfall is recorded under `manifest["shortfall"]`).
+    """
+    cfg.validate()
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    counts, short = mixture_counts(cfg.n, cfg.unsafe_ratio), _Shortfall()
+    unsafe, safe_in, safety, evals, pool = _select_risk_sets(cfg, data_dir, counts, short)
+    squad, alpaca, squad_eval, alpaca_eval = _select_task(cfg, data_dir, counts, short)
+    if short.items and not cfg.allow_fewer:
+        raise ForgetFilterError(short.message())
+    noisy = sorted(
+        unsafe + safe_in + squad + alpaca, key=lambda e: _hash(f"{cfg.seed}:noisy", e.id)
+    )
+    files = {
+        "noisy.jsonl": noisy,
+        "safe.jsonl": safety,
+        f"eval/{cfg.risk}.jsonl": evals,
+        "eval/squad.jsonl": squad_eval,
+        "eval/alpaca.jsonl": alpaca_eval,
+    }
+    manifest = _manifest(cfg, counts, pool, short, data_dir)
+    manifest["files"] = {name: _write(out_dir / name, exs) for name, exs in files.items()}
+    write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def _write(path: Path, examples: list[Example]) -> dict[str, Any]:
+    n = write_jsonl(path, (ex.to_dict() for ex in examples))
+    by = Counter(f"{ex.source}:{ex.label}" for ex in examples)
+    return {"n": n, "by_source_label": dict(sorted(by.items())), "sha256": _file_sha256(path)}
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _manifest(
+    cfg: MixtureConfig, counts: dict, pool: dict, short: _Shortfall, data_dir: Path
+) -> dict:
+    risk_stats = datasets.source_stats(data_dir, cfg.risk)[cfg.risk]
+    return {
+        "format": 1,
+        "config": asdict(cfg),
+        "seed": cfg.seed,
+        "planned": counts,
+        "pool_experiment": pool,
+        "source_stats": risk_stats,
+        "shortfall": short.items,
+        "align_percent": datasets.ALIGN_PERCENT,
+    }

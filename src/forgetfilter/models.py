@@ -1,0 +1,311 @@
+"""Loading, adapting and saving causal LMs: `tiny` resolution, device/dtype, LoRA, atomic saves.
+
+Any `AutoModelForCausalLM` directory works. `"tiny"` names the built-in model, built from the data
+directory on first use (see `forgetfilter.tiny`). A directory holding a peft adapter
+(`adapter_config.json`) is loaded as its base model plus the adapter. A training output directory
+(with `model/` inside) can be passed directly: its `model/` is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import io
+from .errors import ConfigError
+from .paths import cache_dir
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TINY_DEFAULT_PRESET = "tiny"
+
+# Attention projections preferred as LoRA targets, by architecture family (first match wins).
+_PREFERRED_TARGETS = (
+    ("q_proj", "v_proj"),  # Llama, Mistral, Qwen, OPT, ...
+    ("c_attn",),  # GPT-2 (Conv1D: needs fan_in_fan_out)
+    ("query_key_value",),  # GPT-NeoX, Falcon, BLOOM
+    ("Wqkv",),  # MPT, Phi-1
+    ("qkv_proj",),  # Phi-3
+)
+_OUTPUT_LAYERS = ("lm_head", "embed_out", "output")
+
+
+# ---------------------------------------------------------------- names and devices
+def resolve_model(name_or_path: str | Path) -> str:
+    """The local path (or hub id) for a model name, building the built-in tiny model when needed.
+
+    `tiny`, `tiny:PRESET` and `tiny:PRESET:SEED` name the built-in model, built once into
+    `cache_dir()/models/tiny-<preset>-s<seed>` (under a file lock, so concurrent processes build it
+    once). A training output directory resolves to its `model/`. Anything else is returned as given.
+    """
+    name = str(name_or_path)
+    if name == "tiny" or name.startswith("tiny:"):
+        preset, seed = _parse_tiny(name)
+        return str(ensure_tiny(preset, seed))
+    path = Path(name).expanduser()
+    if (path / "model").is_dir() and (path / "train_state.json").exists():
+        return str(path / "model")
+    return str(path) if path.exists() else name
+
+
+def _parse_tiny(name: str) -> tuple[str, int]:
+    parts = name.split(":")
+    preset = parts[1] if len(parts) > 1 and parts[1] else TINY_DEFAULT_PRESET
+    seed_text = parts[2].lstrip("s") if len(parts) > 2 else "0"
+    if len(parts) > 3 or not seed_text.isdigit():
+        raise ConfigError(
+            f"bad built-in model name {name!r}: use tiny, tiny:PRESET or tiny:PRESET:SEED"
+        )
+    return preset, int(seed_text)
+
+
+def tiny_model_dir(preset: str = TINY_DEFAULT_PRESET, seed: int = 0) -> Path:
+    """Where `resolve_model` keeps the built-in model for a preset and seed."""
+    return cache_dir() / "models" / f"tiny-{preset}-s{seed}"
+
+
+def ensure_tiny(
+    preset: str = TINY_DEFAULT_PRESET, seed: int = 0, data_dir: Path | None = None
+) -> Path:
+    """Build the built-in model into the cache unless a complete build is already there."""
+    from .tiny import build_tiny  # imported lazily: tiny imports training, which imports us
+
+    out = tiny_model_dir(preset, seed)
+    if (out / "build_info.json").exists():
+        return out
+    with _file_lock(out.with_name(f".{out.name}.lock")):
+        if not (out / "build_info.json").exists():  # another process may have built it meanwhile
+            build_tiny(out, preset=preset, seed=seed, data_dir=data_dir)
+    return out
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive advisory lock held for the duration of the block (POSIX `flock`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def pick_device() -> str:
+    """`cuda` when a GPU is visible, else `mps` on Apple silicon, else `cpu`."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(
+    dtype: str | torch.dtype | None, device: str | torch.device | None = None
+) -> torch.dtype:
+    """A torch dtype from `fp32|bf16|fp16` (or a dtype); None picks bf16 on a bf16-capable GPU, else fp32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        device = str(device or pick_device())
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+# ---------------------------------------------------------------- loading
+def load_model(
+    name_or_path: str | Path,
+    *,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    trainable: bool = False,
+) -> tuple[Any, Any]:
+    """Load `(model, tokenizer)` from a model dir, hub id, `tiny`, adapter dir or training output dir.
+
+    The tokenizer pads on the right (switch `tokenizer.padding_side = "left"` for generation) and gets
+    EOS as its pad token when it has none. The model is moved to `device` (default `pick_device()`)
+    in `dtype` (see `resolve_dtype`). With `trainable=False` it is in eval mode with gradients off;
+    with `trainable=True` it is in train mode and a peft adapter's weights are trainable.
+    """
+    device = device or pick_device()
+    path = resolve_model(name_or_path)
+    torch_dtype = resolve_dtype(dtype, device)
+    adapter_cfg = _adapter_config(path)
+    base_path = resolve_model(adapter_cfg["base_model_name_or_path"]) if adapter_cfg else path
+    model = _from_pretrained(base_path, torch_dtype)
+    if adapter_cfg:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, path, is_trainable=trainable)
+    tokenizer = _load_tokenizer(path if _has_tokenizer(path) else base_path)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.to(device)
+    _set_mode(model, trainable, adapter=bool(adapter_cfg))
+    return model, tokenizer
+
+
+def _adapter_config(path: str) -> dict | None:
+    cfg = Path(path) / "adapter_config.json"
+    return io.read_json(cfg) if cfg.exists() else None
+
+
+def _has_tokenizer(path: str) -> bool:
+    p = Path(path)
+    return (p / "tokenizer_config.json").exists() or (p / "tokenizer.json").exists()
+
+
+def _from_pretrained(path: str, dtype: torch.dtype) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as exc:
+        raise ConfigError(f"cannot load model {path!r}: {exc}") from None
+
+
+def _load_tokenizer(path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def _set_mode(model: nn.Module, trainable: bool, adapter: bool) -> None:
+    model.train(trainable)
+    if not trainable:
+        model.requires_grad_(False)
+    elif not adapter:
+        model.requires_grad_(True)
+
+
+def max_positions(model: nn.Module) -> int | None:
+    """The longest sequence the model's position embeddings cover (None when unbounded/unknown)."""
+    cfg = model.config
+    for key in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+# ---------------------------------------------------------------- LoRA
+@dataclass
+class LoraSettings:
+    """LoRA hyper-parameters.
+
+    Attributes:
+        r: adapter rank.
+        alpha: scaling numerator (`lora_alpha`); the update is scaled by alpha / r.
+        dropout: dropout on the adapter input.
+        targets: module names to adapt; None finds them from the architecture (`find_lora_targets`).
+    """
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    targets: tuple[str, ...] | None = None
+
+
+def find_lora_targets(model: nn.Module) -> tuple[list[str], bool]:
+    """`(target module names, fan_in_fan_out)`: attention projections when known, else all linears.
+
+    `fan_in_fan_out` is True when the targets are GPT-2 style `Conv1D` layers (weights stored
+    transposed).
+    """
+    layers = _adaptable_layers(model)
+    for group in _PREFERRED_TARGETS:
+        if all(name in layers for name in group):
+            return list(group), _is_conv1d(layers[group[0]])
+    names = sorted(name for name in layers if name not in _OUTPUT_LAYERS)
+    if not names:
+        raise ConfigError(f"no linear layers to adapt with LoRA in {type(model).__name__}")
+    return names, any(_is_conv1d(layers[n]) for n in names)
+
+
+def _adaptable_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Leaf names (last dotted part) of Linear/Conv1D modules, mapped to one example module."""
+    found: dict[str, nn.Module] = {}
+    for full_name, module in model.named_modules():
+        if isinstance(module, nn.Linear) or _is_conv1d(module):
+            found.setdefault(full_name.rsplit(".", 1)[-1], module)
+    return found
+
+
+def _is_conv1d(module: nn.Module) -> bool:
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, Conv1D)
+
+
+def apply_lora(model: nn.Module, settings: LoraSettings | None = None) -> nn.Module:
+    """Wrap `model` in a trainable peft LoRA model (base weights frozen)."""
+    from peft import LoraConfig, get_peft_model
+
+    settings = settings or LoraSettings()
+    found, fan_in_fan_out = find_lora_targets(model)
+    targets = list(settings.targets) if settings.targets else found
+    if settings.targets:
+        layers = _adaptable_layers(model)
+        fan_in_fan_out = any(_is_conv1d(layers[t]) for t in targets if t in layers)
+    config = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=targets,
+        fan_in_fan_out=fan_in_fan_out,
+    )
+    return get_peft_model(model, config)
+
+
+def is_peft_model(model: nn.Module) -> bool:
+    """Whether `model` is a peft wrapper (saves as an adapter)."""
+    return hasattr(model, "peft_config") and hasattr(model, "merge_and_unload")
+
+
+# ---------------------------------------------------------------- saving
+def save_model(model: nn.Module, tokenizer: Any, out_dir: str | Path) -> Path:
+    """Save model (or adapter) and tokenizer into `out_dir` atomically; returns `out_dir`."""
+    out_dir = Path(out_dir)
+    tmp = io.temp_dir_for(out_dir)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        io.replace_dir(tmp, out_dir)
+    except BaseException:
+        _remove_tree(tmp)
+        raise
+    return out_dir
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def export_merged(path: str | Path, out_dir: str | Path, *, dtype: str | None = "fp32") -> Path:
+    """Write a plain HF model dir with any LoRA adapter merged into the base weights."""
+    model, tokenizer = load_model(path, dtype=dtype, device="cpu")
+    if is_peft_model(model):
+        model = model.merge_and_unload()
+    return save_model(model, tokenizer, out_dir)
+
+
+def model_summary(model: nn.Module) -> dict[str, int]:
+    """Parameter counts: `params` (all) and `trainable`."""
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"params": params, "trainable": trainable}

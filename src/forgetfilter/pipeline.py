@@ -1,0 +1,427 @@
+"""ForgetFilter (Algorithm 1 of Zhao et al., 2024) as a staged, resumable, auditable run.
+
+Stages, each writing its result under the run directory:
+
+1. ``inputs``        read and validate the noisy and safe files (counts of rejected lines)
+2. ``m1``            finetune M0 on the noisy data -> M1
+3. ``scores_before`` score every noisy example on M1
+4. ``m2``            finetune M1 for a few steps on the safe data -> M2 (optionally scoring a curve)
+5. ``scores_after``  score every noisy example on M2
+6. ``filter``        forgetting = change of score; remove the examples above phi
+7. ``final``         finetune M0 on the kept examples (skipped with ``final=False``)
+
+A stage whose output is complete is skipped on rerun; training and scoring continue where they
+stopped. Training and scoring see records without labels; labels are read only by `summarise` to
+evaluate the removal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import shutil
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import io
+from .errors import ConfigError, ForgetFilterError
+from .records import Example
+from .signals import SIGNALS, check_finite, forgetting
+from .thresholds import ThresholdChoice, ThresholdConfig, choose_threshold
+from .training import TrainConfig
+
+SCORE_SHARD = 256
+STAGES = ("inputs", "m1", "scores_before", "m2", "scores_after", "filter", "final")
+
+
+@dataclass
+class RunConfig:
+    """Configuration of one ForgetFilter run.
+
+    Attributes:
+        model: the aligned model M0 (Hugging Face id, local path, or `tiny`).
+        signal: `loss` (teacher-forced response NLL) or `rouge` (the paper's ROUGE-1 of greedy generations).
+        normalise: forgetting as a plain difference (`none`) or relative to the score before (`relative`).
+        safety_steps: optimizer steps of safety finetuning (M1 -> M2); None = one epoch of the safe set.
+        noisy_train: training settings for M0 -> M1 and for the final model.
+        safety_train: training settings for M1 -> M2 (its max_steps is set from `safety_steps`).
+        threshold: how phi is chosen.
+        final: train the delivered model on the kept examples.
+        score_batch_size: batch size of scoring passes.
+        max_new_tokens: generation budget of the rouge signal (None: each target's length + 8, at most 500).
+        curve_points: also score at this many evenly spaced checkpoints of safety finetuning
+            and report the area under each example's forgetting curve (0 = off).
+        skip_invalid: skip invalid input lines (listed and counted) instead of stopping.
+        seed: seed of every training stage and of the threshold fit.
+    """
+
+    model: str = "tiny"
+    signal: str = "loss"
+    normalise: str = "relative"
+    safety_steps: int | None = None
+    noisy_train: TrainConfig = field(default_factory=TrainConfig)
+    safety_train: TrainConfig = field(default_factory=TrainConfig)
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    final: bool = True
+    score_batch_size: int = 32
+    max_new_tokens: int | None = None
+    curve_points: int = 0
+    skip_invalid: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.signal not in SIGNALS:
+            raise ConfigError(f"unknown signal {self.signal!r}; choose from {', '.join(SIGNALS)}")
+
+    def fingerprint(self) -> dict:
+        """What must match for a rerun to continue (everything but `final`)."""
+        d = asdict(self)
+        d.pop("final")
+        return d
+
+
+@dataclass
+class RunResult:
+    """Where a finished run put its outputs, and its summary."""
+
+    out_dir: Path
+    summary: dict
+    kept_ids: list[str]
+    removed_ids: list[str]
+
+
+class Run:
+    """One run directory: stage bookkeeping, timings and paths."""
+
+    def __init__(self, out_dir: Path, cfg: RunConfig):
+        self.dir, self.cfg = Path(out_dir), cfg
+        self.timings: dict[str, float] = io.read_json(self.timings_path) if self.timings_path.exists() else {}
+
+    @property
+    def timings_path(self) -> Path:
+        return self.dir / "timings.json"
+
+    def stage(self, name: str, fn):
+        """Run `fn` and record its wall time (accumulated over resumptions)."""
+        t0 = time.perf_counter()
+        result = fn()
+        self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
+        io.write_json(self.timings_path, self.timings)
+        return result
+
+
+def run_forgetfilter(
+    noisy_path: str | Path, safe_path: str | Path, out_dir: str | Path, cfg: RunConfig, *, force: bool = False
+) -> RunResult:
+    """Run every stage of ForgetFilter, skipping the ones already complete in `out_dir`."""
+    run = Run(Path(out_dir), cfg)
+    check_config(run.dir, cfg, [noisy_path, safe_path], force)
+    noisy, safe = run.stage("inputs", lambda: load_inputs(run.dir, noisy_path, safe_path, cfg))
+    m1 = run.stage("m1", lambda: train_stage(cfg.model, noisy, run.dir / "m1", noisy_cfg(cfg)))
+    before = run.stage("scores_before", lambda: score_stage(m1, noisy, run.dir / "scores_before.jsonl", cfg))
+    m2 = run.stage("m2", lambda: safety_stage(m1, safe, noisy, run.dir, cfg))
+    after = run.stage("scores_after", lambda: score_stage(m2, noisy, run.dir / "scores_after.jsonl", cfg))
+    choice, removed = run.stage("filter", lambda: filter_stage(run.dir, noisy, before, after, cfg))
+    kept = [ex for ex in noisy if ex.id not in removed]
+    if cfg.final:
+        run.stage("final", lambda: train_stage(cfg.model, kept, run.dir / "final", noisy_cfg(cfg)))
+    summary = summarise(run, choice, before, after)
+    return RunResult(run.dir, summary, [ex.id for ex in kept], sorted(removed))
+
+
+# ------------------------------------------------------------------ configuration and inputs
+def check_config(out_dir: Path, cfg: RunConfig, inputs: Sequence[str | Path], force: bool) -> None:
+    """Refuse to continue a run directory made with another configuration, unless `force`."""
+    want = {"config": cfg.fingerprint(), "inputs": {str(p): file_sha256(p) for p in inputs}}
+    path = out_dir / "config.json"
+    if path.exists():
+        have = io.read_json(path)
+        if have == want:
+            return
+        if not force:
+            changed = sorted(k for k in want["config"] if have.get("config", {}).get(k) != want["config"][k])
+            what = ", ".join(changed) or "input files"
+            raise ConfigError(
+                f"{out_dir} holds a run with another configuration (changed: {what}); "
+                "use another --out, or --force to discard it and start again"
+            )
+        for stage in STAGES + ("scores.jsonl", "kept.jsonl", "removed.jsonl", "summary.json", "timings.json"):
+            for p in out_dir.glob(stage + "*"):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    io.write_json(path, want)
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (a missing file is a clear error)."""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError as exc:
+        raise ForgetFilterError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def load_inputs(out_dir: Path, noisy_path, safe_path, cfg: RunConfig) -> tuple[list[Example], list[Example]]:
+    """Read both files, record what was rejected, and report overlap of the safe and noisy sets."""
+    from .readers import read_examples
+
+    noisy, noisy_rep = read_examples(noisy_path, skip_invalid=cfg.skip_invalid)
+    safe, safe_rep = read_examples(safe_path, skip_invalid=cfg.skip_invalid)
+    if not noisy:
+        raise ForgetFilterError(f"{noisy_path}: no valid examples to filter")
+    if not safe:
+        raise ForgetFilterError(f"{safe_path}: no valid examples for safety finetuning")
+    report = {
+        "noisy": _report_dict(noisy_rep),
+        "safe": _report_dict(safe_rep),
+        "safe_noisy_overlap": overlap(noisy, safe),
+    }
+    io.write_json(out_dir / "inputs.json", report)
+    return noisy, safe
+
+
+def _report_dict(report) -> dict:
+    return report.to_dict() if hasattr(report, "to_dict") else dict(vars(report))
+
+
+def overlap(noisy: Sequence[Example], safe: Sequence[Example]) -> dict:
+    """Safe examples that also occur in the noisy set (same id, or same prompt and response).
+
+    They are kept in both sets (the safety set is the user's), counted, and listed in inputs.json.
+    """
+    noisy_ids = {ex.id for ex in noisy}
+    noisy_pairs = {(ex.prompt, ex.response) for ex in noisy}
+    same = [ex.id for ex in safe if ex.id in noisy_ids or (ex.prompt, ex.response) in noisy_pairs]
+    return {"count": len(same), "safe_ids": same[:100]}
+
+
+def unlabelled(examples: Sequence[Example]) -> list[Example]:
+    """Copies without label and meta: what training and scoring are allowed to see."""
+    return [dataclasses.replace(ex, label=None, meta={}) for ex in examples]
+
+
+# ------------------------------------------------------------------ training stages
+def noisy_cfg(cfg: RunConfig) -> TrainConfig:
+    """Training settings of M0 -> M1 and of the final model."""
+    return dataclasses.replace(cfg.noisy_train, seed=cfg.seed)
+
+
+def safety_cfg(cfg: RunConfig, n_safe: int) -> TrainConfig:
+    """Training settings of M1 -> M2: `safety_steps` steps (default one epoch)."""
+    t = cfg.safety_train
+    steps = cfg.safety_steps or max(1, math.ceil(n_safe / t.batch_size))
+    return dataclasses.replace(t, seed=cfg.seed + 1, max_steps=steps, epochs=max(t.epochs, 1e9))
+
+
+def train_stage(model: str, examples: Sequence[Example], out: Path, tcfg: TrainConfig) -> str:
+    """Finetune `model` on `examples` into `out` (resumable); returns the trained model path."""
+    from .training import train
+
+    result = train(model, unlabelled(examples), out, tcfg)
+    return str(getattr(result, "model_dir", out / "model"))
+
+
+def safety_stage(m1: str, safe: Sequence[Example], noisy: Sequence[Example], run_dir: Path, cfg: RunConfig) -> str:
+    """Safety finetuning M1 -> M2, scoring the noisy set at `curve_points` checkpoints if asked."""
+    from .training import train
+
+    tcfg = safety_cfg(cfg, len(safe))
+    every = max(1, tcfg.max_steps // cfg.curve_points) if cfg.curve_points else 0
+    curve_dir = run_dir / "curve"
+
+    def on_checkpoint(step: int, model, tokenizer) -> None:
+        path = curve_dir / f"step-{step:06d}.jsonl"
+        if not path.exists():
+            values = score_values(model, tokenizer, noisy, cfg)
+            io.write_jsonl(path, ({"id": ex.id, "score": v} for ex, v in zip(noisy, values, strict=True)))
+
+    result = train(m1, unlabelled(safe), run_dir / "m2", tcfg, callback=on_checkpoint if every else None, callback_every=every)
+    return str(getattr(result, "model_dir", run_dir / "m2" / "model"))
+
+
+# ------------------------------------------------------------------ scoring
+def score_values(model, tokenizer, examples: Sequence[Example], cfg: RunConfig) -> list[float]:
+    """Scores of `examples` under a loaded model, rounded to 6 decimals for stable output."""
+    from .signals import score
+
+    kwargs = {"batch_size": cfg.score_batch_size, "max_length": cfg.noisy_train.max_length, "progress": True}
+    if cfg.signal == "rouge":
+        kwargs["max_new_tokens"] = cfg.max_new_tokens
+    values = score(model, tokenizer, unlabelled(examples), cfg.signal, **kwargs)
+    check_finite(values, f"{cfg.signal} scores")
+    return [round(float(v), 6) for v in values]
+
+
+def score_stage(model_path: str, examples: Sequence[Example], out: Path, cfg: RunConfig) -> np.ndarray:
+    """Score every example on a model, in shards that survive interruption; returns scores by position."""
+    if not out.exists():
+        parts = out.with_suffix(".parts")
+        model = tokenizer = None
+        for start in range(0, len(examples), SCORE_SHARD):
+            shard = parts / f"part-{start // SCORE_SHARD:05d}.jsonl"
+            if shard.exists():
+                continue
+            if model is None:
+                model, tokenizer = _load(model_path)
+            chunk = examples[start : start + SCORE_SHARD]
+            values = score_values(model, tokenizer, chunk, cfg)
+            io.write_jsonl(shard, ({"id": ex.id, "score": v} for ex, v in zip(chunk, values, strict=True)))
+        rows = [r for p in sorted(parts.glob("part-*.jsonl")) for r in io.read_jsonl(p)]
+        io.write_jsonl(out, rows)
+        shutil.rmtree(parts, ignore_errors=True)
+    return _scores_in_order(io.read_jsonl(out), examples, out)
+
+
+def _scores_in_order(rows: list[dict], examples: Sequence[Example], path: Path) -> np.ndarray:
+    by_id = {r["id"]: r["score"] for r in rows}
+    missing = [ex.id for ex in examples if ex.id not in by_id]
+    if missing or len(by_id) != len(examples):
+        raise ForgetFilterError(f"{path} does not match the input (e.g. {missing[:3]}); rerun with --force")
+    return np.asarray([by_id[ex.id] for ex in examples], dtype=np.float64)
+
+
+def _load(model_path: str):
+    from .models import load_model
+
+    return load_model(model_path)
+
+
+# ------------------------------------------------------------------ filtering
+def filter_stage(
+    run_dir: Path, noisy: Sequence[Example], before: np.ndarray, after: np.ndarray, cfg: RunConfig
+) -> tuple[ThresholdChoice, set[str]]:
+    """Compute forgetting, choose phi, and write scores.jsonl, kept.jsonl and removed.jsonl."""
+    path = run_dir / "filter.json"
+    if path.exists() and (run_dir / "removed.jsonl").exists():
+        saved = io.read_json(path)
+        return ThresholdChoice(**{k: saved["threshold"][k] for k in _CHOICE_FIELDS}), set(saved["removed_ids"])
+    score = forgetting(before, after, cfg.signal, cfg.normalise)
+    curve = curve_auc(run_dir / "curve", noisy, before, cfg)
+    choice = choose_threshold(score, dataclasses.replace(cfg.threshold, seed=cfg.seed))
+    removed = {ex.id for ex, s in zip(noisy, score, strict=True) if s > choice.phi}
+    write_filter_outputs(run_dir, noisy, before, after, score, curve, choice, removed)
+    io.write_json(path, {"threshold": choice.to_dict(), "removed_ids": sorted(removed)})
+    return choice, removed
+
+
+_CHOICE_FIELDS = ("phi", "method", "reason", "n_removed", "n_total", "details")
+
+
+def curve_auc(curve_dir: Path, noisy: Sequence[Example], before: np.ndarray, cfg: RunConfig) -> np.ndarray | None:
+    """Mean forgetting over the checkpoints of safety finetuning (area under each example's curve)."""
+    files = sorted(curve_dir.glob("step-*.jsonl")) if curve_dir.exists() else []
+    if not files:
+        return None
+    curves = [_scores_in_order(io.read_jsonl(f), noisy, f) for f in files]
+    return np.mean([forgetting(before, c, cfg.signal, cfg.normalise) for c in curves], axis=0)
+
+
+def write_filter_outputs(run_dir, noisy, before, after, score, curve, choice, removed) -> None:
+    """The audit trail: every input id in exactly one of kept.jsonl and removed.jsonl."""
+    rows, kept_rows, removed_rows = [], [], []
+    for i, ex in enumerate(noisy):
+        is_removed = ex.id in removed
+        row = {"id": ex.id, "before": before[i], "after": after[i], "forgetting": round(float(score[i]), 6), "removed": is_removed}
+        if curve is not None:
+            row["curve_auc"] = round(float(curve[i]), 6)
+        rows.append(row)
+        record = ex.to_dict() | {"forgetting": row["forgetting"]}
+        if is_removed:
+            record["reason"] = f"forgetting {row['forgetting']:.4g} > phi {choice.phi:.4g} ({choice.method})"
+            removed_rows.append(record)
+        else:
+            kept_rows.append(record)
+    assert len(kept_rows) + len(removed_rows) == len(noisy) == len({r["id"] for r in rows})
+    io.write_jsonl(run_dir / "scores.jsonl", rows)
+    io.write_jsonl(run_dir / "kept.jsonl", kept_rows)
+    io.write_jsonl(run_dir / "removed.jsonl", removed_rows)
+
+
+# ------------------------------------------------------------------ summary (the only place labels are read)
+def summarise(run: Run, choice: ThresholdChoice, before: np.ndarray, after: np.ndarray) -> dict:
+    """Write summary.json: counts, phi and why, timings, and label-based quality where labels exist."""
+    inputs = io.read_json(run.dir / "inputs.json")
+    kept, removed = io.read_jsonl(run.dir / "kept.jsonl"), io.read_jsonl(run.dir / "removed.jsonl")
+    rows = io.read_jsonl(run.dir / "scores.jsonl")
+    summary = {
+        "signal": run.cfg.signal,
+        "normalise": run.cfg.normalise,
+        "model": run.cfg.model,
+        "threshold": choice.to_dict(),
+        "counts": accounting(inputs["noisy"], kept, removed),
+        "safe_noisy_overlap": inputs["safe_noisy_overlap"]["count"],
+        "timings_s": run.timings,
+        "quality": label_quality(kept + removed, rows),
+        "outputs": {k: str(run.dir / k) for k in ("kept.jsonl", "removed.jsonl", "scores.jsonl")},
+        "final_model": str(run.dir / "final" / "model") if run.cfg.final else None,
+    }
+    if choice.degenerate:
+        summary["warning"] = f"the threshold removes {'nothing' if choice.n_removed == 0 else 'everything'}: {choice.reason}"
+    io.write_json(run.dir / "summary.json", summary)
+    return summary
+
+
+def accounting(read_report: dict, kept: list[dict], removed: list[dict]) -> dict:
+    """Counts that reconcile: input lines = kept + removed + rejected at load, by source and label."""
+    rejected = int(read_report.get("n_rejected", read_report.get("n_skipped", 0)) or 0)
+    counts = {
+        "kept": len(kept),
+        "removed": len(removed),
+        "rejected_at_load": rejected,
+        "input": len(kept) + len(removed) + rejected,
+    }
+    for key in ("source", "label"):
+        counts[f"by_{key}"] = {
+            str(v): {"kept": kc[v], "removed": rc[v]}
+            for kc, rc in [(Counter(r.get(key) for r in kept), Counter(r.get(key) for r in removed))]
+            for v in sorted(set(kc) | set(rc), key=str)
+        }
+    return counts
+
+
+def label_quality(records: list[dict], rows: list[dict]) -> dict | None:
+    """Precision, recall, F1 and AUROC of the removal against label == unsafe (None without labels)."""
+    from .metrics import filter_quality
+
+    labels = {r["id"]: r.get("label") for r in records}
+    if not any(v is not None for v in labels.values()):
+        return None
+    unsafe = [labels[r["id"]] == "unsafe" for r in rows]
+    q = {"forgetting": filter_quality([r["removed"] for r in rows], unsafe, [r["forgetting"] for r in rows])}
+    q["static_low_nll_before"] = filter_quality([False] * len(rows), unsafe, [-r["before"] for r in rows])
+    if rows and "curve_auc" in rows[0]:
+        q["curve_auc"] = filter_quality([False] * len(rows), unsafe, [r["curve_auc"] for r in rows])
+    return q
+
+
+# ------------------------------------------------------------------ defaults
+TINY_DEFAULTS = {"finetune": "full", "lr": 5e-4, "epochs": 5.0, "safety_lr": 5e-4, "max_length": 256}
+PAPER_DEFAULTS = {"finetune": "lora", "lr": 2e-4, "epochs": 3.0, "safety_lr": 2e-4, "max_length": 512}
+
+
+def default_run_config(model: str = "tiny", *, full=None, lr=None, safety_lr=None, epochs=None,
+                       batch_size=None, micro_batch_size=None, max_length=None, dtype=None,
+                       normalise=None, **run_fields) -> RunConfig:
+    """A RunConfig with defaults for `model`, overridden by the non-None arguments.
+
+    Hugging Face models get the paper's settings (LoRA r=8, alpha=16, dropout 0.05, lr 2e-4,
+    batch 32). The built-in `tiny` model (a few million parameters) is finetuned fully at lr 5e-4
+    for 5 epochs: LoRA r=8 barely learns the unsafe examples at that size.
+    """
+    base = dict(TINY_DEFAULTS if model == "tiny" else PAPER_DEFAULTS)
+    given = {"lr": lr, "safety_lr": safety_lr, "epochs": epochs, "max_length": max_length}
+    base |= {k: v for k, v in given.items() if v is not None}
+    if full is not None:
+        base["finetune"] = "full" if full else "lora"
+    common = {"finetune": base["finetune"], "max_length": base["max_length"], "dtype": dtype}
+    common |= {k: v for k, v in {"batch_size": batch_size, "micro_batch_size": micro_batch_size}.items() if v}
+    noisy = TrainConfig(lr=base["lr"], epochs=base["epochs"], **common)
+    safety = TrainConfig(lr=base["safety_lr"], epochs=1.0, **common)
+    if normalise is not None:
+        run_fields["normalise"] = normalise
+    return RunConfig(model=model, noisy_train=noisy, safety_train=safety, **run_fields)

@@ -1,0 +1,360 @@
+"""Per-example scores on a model, and the forgetting signals built from two of them.
+
+- `loss`: mean negative log-likelihood of the response tokens under teacher forcing
+  (one forward pass per example). Forgetting = NLL after safety finetuning - NLL before.
+- `rouge`: the paper's signal. Greedy generation of the response, first non-empty line,
+  lower-cased and stripped of punctuation, ROUGE-1 F-measure with stemming against the target.
+  Forgetting = ROUGE before - ROUGE after.
+
+Scoring reads only `prompt` and `response` of each record.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .batching import (
+    IGNORE_INDEX,
+    collate,
+    collate_prompts,
+    encode_example,
+    encode_prompt,
+    length_grouped_batches,
+    response_ids,
+    token_budget_batches,
+)
+from .records import Example
+
+SIGNALS = ("loss", "rouge")
+MAX_NEW_TOKENS_CAP = 500
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def run_batches(
+    fn: Callable[[list[int]], list], batches: list[list[int]], n: int, desc: str, progress: bool
+) -> list:
+    """Apply `fn` to index batches, halving a batch that runs out of GPU memory; results by index."""
+    out: list = [None] * n
+    bar = tqdm(total=n, desc=desc, disable=not progress, unit="ex")
+    queue = list(batches)
+    while queue:
+        batch = queue.pop(0)
+        try:
+            values = fn(batch)
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+            if not _is_oom(exc) or len(batch) == 1:
+                raise
+            torch.cuda.empty_cache()
+            half = len(batch) // 2
+            queue[:0] = [batch[:half], batch[half:]]
+            continue
+        for i, v in zip(batch, values, strict=True):
+            out[i] = v
+        bar.update(len(batch))
+    bar.close()
+    return out
+
+
+@torch.inference_mode()
+def response_nll(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    *,
+    batch_size: int = 32,
+    max_length: int = 512,
+    progress: bool = True,
+    max_batch_tokens: int | None = None,
+) -> np.ndarray:
+    """Mean NLL (nats/token) of each response given its prompt, teacher-forced.
+
+    One forward pass per batch of length-sorted records. When the model accepts `logits_to_keep`
+    (Hugging Face causal LMs do), batches are left-padded with explicit position ids and only the
+    response positions are projected onto the vocabulary, so no full `[batch, length, vocab]`
+    float32 copy is made; cross-entropy is taken in row chunks. `max_batch_tokens` (optional) caps
+    rows x padded width of a batch instead of a fixed row count (`batch_size` stays the row cap).
+    """
+    model.eval()
+    enc = [encode_example(tokenizer, ex, max_length) for ex in examples]
+    lengths = [len(e.input_ids) for e in enc]
+    if max_batch_tokens:
+        batches = token_budget_batches(lengths, max_batch_tokens, batch_size)
+    else:
+        batches = length_grouped_batches(lengths, batch_size, 0, shuffle=False)
+    device = _device_of(model)
+    pad_id = _pad_id(tokenizer)
+    sliced = _accepts_logits_to_keep(model)
+
+    def score(batch: list[int]) -> list[float]:
+        rows = [enc[i] for i in batch]
+        if not sliced:
+            b = {k: v.to(device) for k, v in collate(rows, pad_id).items()}
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            return _mean_token_nll(logits, b["labels"]).tolist()
+        b = {k: v.to(device) for k, v in collate(rows, pad_id, side="left").items()}
+        mask = b["attention_mask"]
+        position_ids = (mask.cumsum(1) - 1).clamp(min=0)
+        keep = max(sum(1 for t in e.labels if t != IGNORE_INDEX) for e in rows) + 1
+        keep = min(keep, b["input_ids"].shape[1])
+        logits = model(
+            input_ids=b["input_ids"], attention_mask=mask, position_ids=position_ids, logits_to_keep=keep
+        ).logits
+        return _mean_token_nll(logits, b["labels"][:, -keep:]).tolist()
+
+    return np.asarray(run_batches(score, batches, len(enc), "scoring (loss)", progress), dtype=np.float64)
+
+
+_CE_CHUNK_ELEMENTS = 1 << 26  # float32 logits per cross-entropy chunk (256 MiB)
+
+
+def _mean_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-row mean cross-entropy over positions whose label is not -100.
+
+    `logits[:, t]` predicts `labels[:, t + 1]`. Rows are processed in chunks so the float32 copy
+    of the logits stays bounded; positions without a label contribute exactly 0 (even when their
+    logits are not finite, e.g. at left padding).
+    """
+    logits, labels = logits[:, :-1], labels[:, 1:]
+    mask = labels.ne(IGNORE_INDEX)
+    per_row = max(1, _CE_CHUNK_ELEMENTS // max(1, logits.shape[1] * logits.shape[2]))
+    sums = []
+    for start in range(0, logits.shape[0], per_row):
+        chunk = logits[start : start + per_row].float()
+        lab = labels[start : start + per_row]
+        nll = torch.nn.functional.cross_entropy(
+            chunk.reshape(-1, chunk.shape[-1]), lab.clamp(min=0).reshape(-1), reduction="none"
+        ).view(lab.shape)
+        sums.append(nll.masked_fill(~mask[start : start + per_row], 0.0).sum(1))
+    return torch.cat(sums) / mask.sum(1).clamp(min=1)
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    """Whether the (base) model's forward takes `logits_to_keep` (transformers >= 4.50 causal LMs)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+@torch.inference_mode()
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int | Sequence[int] = 64,
+    batch_size: int = 32,
+    max_length: int = 512,
+    progress: bool = True,
+    desc: str = "generating",
+    first_line_only: bool = False,
+    **gen_kwargs,
+) -> list[str]:
+    """Greedy continuations of rendered prompts, batched, left-padded and length-sorted.
+
+    `max_new_tokens` may be one number or one per prompt: a batch decodes up to its largest, and
+    each output is cut to its own budget, so results do not depend on the batching. Prompts are
+    sorted by (budget, length) so a batch's rows need similar numbers of steps. With
+    `first_line_only`, a row stops once its first non-empty line is complete (the returned text
+    then holds at least that line; everything ROUGE scoring reads). Extra keyword arguments go to
+    `model.generate` (e.g. `cache_implementation="static"` on CUDA, which also compiles decoding).
+    """
+    model.eval()
+    limits = _per_item(max_new_tokens, len(prompts))
+    ids = [encode_prompt(tokenizer, p, max(max_length - lim, 8)) for p, lim in zip(prompts, limits, strict=True)]
+    order = sorted(range(len(ids)), key=lambda i: (-limits[i], -len(ids[i]), i))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    device = _device_of(model)
+    pad_id = _pad_id(tokenizer)
+    kwargs = {"do_sample": False, **gen_kwargs}
+
+    def gen(batch: list[int]) -> list[str]:
+        b = {k: v.to(device) for k, v in collate_prompts([ids[i] for i in batch], pad_id).items()}
+        width = b["input_ids"].shape[1]
+        extra = dict(kwargs)
+        if first_line_only:
+            from transformers import StoppingCriteriaList
+
+            stop = FirstLineStop(tokenizer, width, len(batch), device)
+            extra["stopping_criteria"] = StoppingCriteriaList([stop, *extra.get("stopping_criteria", [])])
+        out = model.generate(
+            **b,
+            max_new_tokens=max(limits[i] for i in batch),
+            pad_token_id=pad_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **extra,
+        )
+        new = out[:, width:].tolist()
+        return tokenizer.batch_decode(
+            [row[: limits[i]] for row, i in zip(new, batch, strict=True)], skip_special_tokens=True
+        )
+
+    return run_batches(gen, batches, len(ids), desc, progress)
+
+
+_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")  # what str.splitlines splits on
+_TOKEN_TABLES: dict[int, tuple[object, dict[str, torch.Tensor]]] = {}
+
+
+def _line_tables(tokenizer) -> dict[str, torch.Tensor]:
+    """Per-token-id flags: holds visible text, holds a line break, holds a break after visible text.
+
+    Computed once per tokenizer from single-token decodes. Special tokens (skipped when decoding)
+    and undecodable byte fragments (U+FFFD) count as not visible, so the flags never claim a line
+    is complete when the full decode would disagree.
+    """
+    cached = _TOKEN_TABLES.get(id(tokenizer))
+    if cached is not None and cached[0] is tokenizer:
+        return cached[1]
+    n = len(tokenizer)
+    texts = tokenizer.batch_decode([[i] for i in range(n)], skip_special_tokens=True)
+    visible = torch.zeros(n, dtype=torch.bool)
+    breaks = torch.zeros(n, dtype=torch.bool)
+    closes = torch.zeros(n, dtype=torch.bool)
+    for i, text in enumerate(texts):
+        seen = False
+        for ch in text:
+            if ch in _LINE_BREAKS:
+                breaks[i] = True
+                closes[i] |= seen
+            elif not ch.isspace() and ch != "\ufffd":
+                seen = True
+        visible[i] = seen
+    tables = {"visible": visible, "breaks": breaks, "closes": closes}
+    _TOKEN_TABLES[id(tokenizer)] = (tokenizer, tables)
+    return tables
+
+
+class FirstLineStop:
+    """Stopping criterion: a row is done once its generated text has a complete non-empty line.
+
+    Works on tensors only (no host synchronisation): per row it tracks whether visible text was
+    generated, and finishes the row at the first line break after it.
+    """
+
+    def __init__(self, tokenizer, prompt_width: int, batch: int, device: torch.device):
+        tables = _line_tables(tokenizer)
+        self.visible, self.breaks, self.closes = (tables[k].to(device) for k in ("visible", "breaks", "closes"))
+        self.width = prompt_width
+        self.seen = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.done = torch.zeros(batch, dtype=torch.bool, device=device)
+
+    def __call__(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
+        if input_ids.shape[1] <= self.width:
+            return self.done.clone()
+        last = input_ids[:, -1]
+        known = (last >= 0) & (last < self.visible.numel())  # ids past the tokenizer decode to ""
+        last = last.clamp(0, self.visible.numel() - 1)
+        self.done |= known & ((self.seen & self.breaks[last]) | self.closes[last])
+        self.seen |= known & self.visible[last]
+        return self.done.clone()
+
+
+def _per_item(value: int | Sequence[int], n: int) -> list[int]:
+    return [int(value)] * n if isinstance(value, int) else [int(v) for v in value]
+
+
+def target_lengths(tokenizer, examples: Sequence[Example], cap: int = MAX_NEW_TOKENS_CAP) -> list[int]:
+    """Default generation budget per record: its target length plus slack, at most `cap`."""
+    return [min(cap, len(response_ids(tokenizer, ex.response)) + 8) for ex in examples]
+
+
+_PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
+
+
+def normalise_for_rouge(text: str) -> str:
+    """First non-empty line, lower-cased, punctuation removed (the paper's preprocessing)."""
+    line = next((ln for ln in text.splitlines() if ln.strip()), "")
+    return " ".join(_PUNCT.sub(" ", line.lower()).split())
+
+
+def greedy_rouge1(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    *,
+    max_new_tokens: int | None = None,
+    batch_size: int = 32,
+    max_length: int = 512,
+    progress: bool = True,
+    **gen_kwargs,
+) -> np.ndarray:
+    """ROUGE-1 F of each record's greedy generation against its response (the paper's score).
+
+    Generation of a record stops once its first non-empty line is complete: the score reads only
+    that line, so it equals the score of the full generation up to `max_new_tokens`.
+    """
+    from .metrics import rouge1_f
+
+    limits = max_new_tokens if max_new_tokens is not None else target_lengths(tokenizer, examples)
+    outputs = generate(
+        model,
+        tokenizer,
+        [ex.prompt for ex in examples],
+        max_new_tokens=limits,
+        batch_size=batch_size,
+        max_length=max_length,
+        progress=progress,
+        desc="scoring (rouge)",
+        first_line_only=True,
+        **gen_kwargs,
+    )
+    scores = [
+        rouge1_f(normalise_for_rouge(o), normalise_for_rouge(ex.response))
+        for o, ex in zip(outputs, examples, strict=True)
+    ]
+    return np.asarray(scores, dtype=np.float64)
+
+
+def score(model, tokenizer, examples: Sequence[Example], signal: str, **kwargs) -> np.ndarray:
+    """The per-example score named by `signal` (`loss` -> NLL, `rouge` -> ROUGE-1 F)."""
+    if signal == "loss":
+        return response_nll(model, tokenizer, examples, **kwargs)
+    if signal == "rouge":
+        return greedy_rouge1(model, tokenizer, examples, **kwargs)
+    raise ValueError(f"unknown signal {signal!r}; choose from {SIGNALS}")
+
+
+def forgetting(before: np.ndarray, after: np.ndarray, signal: str, normalise: str = "none") -> np.ndarray:
+    """How much each example was forgotten: larger means more forgotten.
+
+    normalise: `none` (after - before for loss, before - after for rouge), or `relative`
+    (divided by the before value: after/before - 1 for loss; the fraction of ROUGE lost for rouge).
+    """
+    before, after = np.asarray(before, float), np.asarray(after, float)
+    diff = after - before if signal == "loss" else before - after
+    if normalise == "none":
+        return diff
+    if normalise == "relative":
+        return diff / np.maximum(np.abs(before), 1e-6)
+    raise ValueError(f"unknown normalisation {normalise!r}")
+
+
+def check_finite(values: np.ndarray, what: str) -> None:
+    """Raise a clear error when scores contain NaN or inf."""
+    from .errors import NumericalError
+
+    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+    if bad:
+        raise NumericalError(f"{what}: {len(bad)} non-finite scores (first at position {bad[0]})")
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device

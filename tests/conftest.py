@@ -1,0 +1,77 @@
+"""Shared fixtures: an isolated cache, the offline data directory, and a micro model built once.
+
+- Every test session gets its own `FORGETFILTER_CACHE` (a temp dir), so tests never read or
+  write the user's cache and never download anything.
+- `data_dir`: the offline data pack (`$FORGETFILTER_DATA`, else `shared/data` beside or above
+  the repository); tests that need it are skipped when it is absent.
+- `micro_model_dir`: the built-in model's `micro` preset (about 0.2M parameters), built once per
+  session from `data_dir` into the session cache, where `resolve_model("tiny:micro")` finds it.
+- `micro_records`: 48 small synthetic prompt/response Examples for finetuning tests.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from forgetfilter.records import Example
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Point FORGETFILTER_CACHE at a fresh session temp dir (restored afterwards)."""
+    old = os.environ.get("FORGETFILTER_CACHE")
+    os.environ["FORGETFILTER_CACHE"] = str(tmp_path_factory.mktemp("ff-cache"))
+    yield
+    if old is None:
+        os.environ.pop("FORGETFILTER_CACHE", None)
+    else:
+        os.environ["FORGETFILTER_CACHE"] = old
+
+
+def find_data_dir() -> Path | None:
+    """The offline data pack, or None when it is not available."""
+    candidates = [os.environ.get("FORGETFILTER_DATA"), REPO / "shared" / "data", REPO.parent / "shared" / "data"]
+    for c in candidates:
+        if c and (Path(c) / "SOURCES.md").exists():
+            return Path(c)
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The offline data pack (`shared/data`); skips the test when absent."""
+    found = find_data_dir()
+    if found is None:
+        pytest.skip("offline data pack not found (set FORGETFILTER_DATA)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def micro_model_dir(data_dir: Path, _isolated_cache) -> Path:
+    """The `micro` built-in model, built once per session (also what `tiny:micro` resolves to)."""
+    from forgetfilter.models import ensure_tiny
+
+    return ensure_tiny("micro", 0, data_dir=data_dir)
+
+
+def make_records(n: int = 48, prefix: str = "r") -> list[Example]:
+    """`n` short synthetic records whose responses follow simple patterns (learnable quickly)."""
+    colors = ["red", "green", "blue", "yellow"]
+    out = []
+    for i in range(n):
+        color = colors[i % len(colors)]
+        prompt = f"What colour is item {i}?" + (" Think about it carefully." * (i % 3))
+        out.append(Example(id=f"{prefix}{i}", prompt=prompt, response=f"Item {i} is {color}."))
+    return out
+
+
+@pytest.fixture(scope="session")
+def micro_records() -> list[Example]:
+    """48 small synthetic prompt/response Examples."""
+    return make_records()

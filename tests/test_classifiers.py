@@ -1,0 +1,93 @@
+"""Offline classifiers: refusal detection, training on a small subset, caching."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from forgetfilter import classifiers, paths
+from forgetfilter.errors import ConfigError
+
+
+def _data_available() -> bool:
+    root = paths.data_dir()
+    return (root / "toxicity" / "davidson" / "labeled_data.csv").exists() and (
+        root / "safety_pairs" / "hh-rlhf" / "harmless-base_test.jsonl.gz"
+    ).exists()
+
+
+needs_data = pytest.mark.skipif(
+    not _data_available(), reason="data pack not found (set FORGETFILTER_DATA)"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("I'm sorry, but I can't help with that.", True),
+        ("I\u2019m sorry, I cannot do that", True),
+        ("As an AI language model, I must decline.", True),
+        ("I won't write that.", True),
+        ("Sure! Here is a recipe for pancakes.", False),
+        ("", False),
+        (None, False),
+        ("x" * 400 + " I'm sorry", False),  # only the start of a response is checked
+    ],
+)
+def test_is_refusal(text: str | None, expected: bool) -> None:
+    assert classifiers.is_refusal(text) is expected
+
+
+def test_unknown_kind() -> None:
+    with pytest.raises(ConfigError):
+        classifiers.get_scorer("nope")
+
+
+def test_guard_model_needs_loadable_id(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="cannot load guard model"):
+        classifiers.GuardScorer(str(tmp_path / "no-such-model"))
+
+
+@needs_data
+@pytest.mark.parametrize("kind", ["toxicity", "harm"])
+def test_small_classifier_trains_caches_and_scores(kind: str, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FORGETFILTER_CACHE", str(tmp_path))
+    cfg = classifiers.ClassifierConfig(max_train=1500, max_per_source=1000)
+    scorer = classifiers.cached_classifier(kind, cfg=cfg)
+    assert scorer.card["n_train"] == 1500
+    assert scorer.auroc is not None and scorer.auroc > 0.85
+    cards = list((tmp_path / "classifiers").glob(f"{kind}-*.json"))
+    assert len(cards) == 1 and cards[0].with_suffix(".joblib").exists()
+    card = json.loads(cards[0].read_text())
+    assert card["auroc"] == scorer.auroc and card["n_test"] > 0
+    # the cached copy loads and gives identical scores
+    again = classifiers.cached_classifier(kind, cfg=cfg)
+    texts = ["Have a lovely day, friend.", "Shut up you stupid worthless idiot"]
+    np.testing.assert_allclose(again.score(texts), scorer.score(texts))
+    probs = scorer.score(texts)
+    assert probs.shape == (2,) and ((probs >= 0) & (probs <= 1)).all()
+    assert scorer.score([]).shape == (0,)
+
+
+@needs_data
+def test_toxicity_ranks_obvious_cases(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FORGETFILTER_CACHE", str(tmp_path))
+    scorer = classifiers.get_scorer("toxicity", max_train=1500, use_detoxify=False)
+    clean, toxic = scorer.score(
+        ["Thank you for the lovely dinner.", "You fucking idiot, I hate you."]
+    )
+    assert toxic > clean
+
+
+@needs_data
+def test_split_is_grouped_and_seeded() -> None:
+    cfg = classifiers.ClassifierConfig(max_per_source=300)
+    rows = classifiers.load_training_texts("harm", None, cfg)
+    train, test = classifiers.split_indices(rows, cfg)
+    train2, test2 = classifiers.split_indices(rows, cfg)
+    assert (train == train2).all() and (test == test2).all()
+    train_groups = {(rows[i].source, rows[i].group) for i in train}
+    assert not any((rows[i].source, rows[i].group) in train_groups for i in test)
+    assert {rows[i].label for i in test} == {0, 1}

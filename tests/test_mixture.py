@@ -1,0 +1,163 @@
+"""Noisy mixtures: exact composition, disjoint sets, eval contracts, byte-identical rebuilds."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from forgetfilter.cli import main
+from forgetfilter.errors import ForgetFilterError
+from forgetfilter.io import read_jsonl
+from forgetfilter.mixture import MixtureConfig, build_mixture, mixture_counts
+from forgetfilter.paths import data_dir
+
+
+@pytest.fixture(scope="module")
+def data() -> Path:
+    path = data_dir()
+    if not (path / "bbq").is_dir():
+        pytest.skip(f"data pack not found at {path} (set FORGETFILTER_DATA)")
+    return path
+
+
+@pytest.fixture(scope="module", params=["bias", "toxicity", "harm"])
+def built(request, data: Path, tmp_path_factory) -> tuple[str, Path]:
+    out = tmp_path_factory.mktemp(request.param)
+    rc = main(["data", "build", "--risk", request.param, "--n", "1000", "--unsafe-ratio", "0.5",
+               "--seed", "0", "--out", str(out), "--data-dir", str(data)])  # fmt: skip
+    assert rc == 0
+    return request.param, out
+
+
+def _sets(out: Path, risk: str) -> dict[str, list[dict]]:
+    names = [
+        "noisy.jsonl",
+        "safe.jsonl",
+        f"eval/{risk}.jsonl",
+        "eval/squad.jsonl",
+        "eval/alpaca.jsonl",
+    ]
+    return {name: read_jsonl(out / name) for name in names}
+
+
+def test_rounding_rule() -> None:
+    assert mixture_counts(1000, 0.5) == {"unsafe": 500, "safe": 167, "squad": 167, "alpaca": 166}
+    assert mixture_counts(1001, 0.5) == {"unsafe": 501, "safe": 167, "squad": 167, "alpaca": 166}
+    assert mixture_counts(10, 0.25) == {"unsafe": 3, "safe": 3, "squad": 2, "alpaca": 2}
+    assert sum(mixture_counts(997, 0.3).values()) == 997
+
+
+def test_composition_is_exact(built: tuple[str, Path]) -> None:
+    risk, out = built
+    noisy = read_jsonl(out / "noisy.jsonl")
+    by = Counter((r["source"], r["label"]) for r in noisy)
+    labels = Counter(r["label"] for r in noisy)
+    assert len(noisy) == 1000 and labels == {"unsafe": 500, "safe": 167, "task": 333}
+    assert by[("squad", "task")] == 167 and by[("alpaca", "task")] == 166
+    assert all(r["risk"] == risk for r in noisy if r["label"] != "task")
+    assert len({r["id"] for r in noisy}) == 1000
+    assert [r["label"] for r in noisy[:20]] != sorted(r["label"] for r in noisy[:20])  # shuffled
+
+
+def test_sets_are_disjoint_and_experiment_only(built: tuple[str, Path]) -> None:
+    risk, out = built
+    sets = _sets(out, risk)
+    risk_sets = {
+        k: v for k, v in sets.items() if k in ("noisy.jsonl", "safe.jsonl", f"eval/{risk}.jsonl")
+    }
+    groups = {
+        k: {r["meta"]["group"] for r in v if r["label"] != "task"} for k, v in risk_sets.items()
+    }
+    prompts = {k: {r["prompt"] for r in v if r["label"] != "task"} for k, v in risk_sets.items()}
+    names = list(risk_sets)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not groups[a] & groups[b], (a, b)
+            assert not prompts[a] & prompts[b], (a, b)
+    assert all(r["meta"]["partition"] == "experiment" for rows in sets.values() for r in rows)
+    if risk == "bias":  # groups are BBQ templates (category, question_index)
+        assert all(r["meta"]["group"] == f"bbq:{r['meta']['category']}:{r['meta']['question_index']}"
+                   for name in names for r in risk_sets[name] if r["label"] != "task")  # fmt: skip
+    alpaca = {r["id"] for r in sets["noisy.jsonl"] if r["source"] == "alpaca"}
+    assert not alpaca & {r["id"] for r in sets["eval/alpaca.jsonl"]}
+
+
+def test_eval_contracts(built: tuple[str, Path]) -> None:
+    risk, out = built
+    sets = _sets(out, risk)
+    assert all(len(rows) == 300 for name, rows in sets.items() if name.startswith("eval/"))
+    assert all(
+        r["meta"]["answers"] and r["response"] == r["meta"]["answers"][0]
+        for r in sets["eval/squad.jsonl"]
+    )
+    assert all(r["prompt"] and r["response"] for r in sets["eval/alpaca.jsonl"])
+    if risk == "bias":
+        rows = sets["eval/bias.jsonl"]
+        assert {r["meta"]["condition"] for r in rows} == {"ambig", "disambig"}
+        keys = {
+            "category",
+            "condition",
+            "polarity",
+            "options",
+            "gold",
+            "unknown",
+            "biased",
+            "question_index",
+        }
+        for r in rows:
+            m = r["meta"]
+            assert (
+                keys <= set(m)
+                and len(m["options"]) == 3
+                and r["response"] == m["options"][m["gold"]]
+            )
+    else:
+        assert all(r["prompt"] and "response" in r for r in sets[f"eval/{risk}.jsonl"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["files"]["noisy.jsonl"]["n"] == 1000 and manifest["shortfall"] == {}
+
+
+def test_same_seed_is_byte_identical(data: Path, tmp_path: Path) -> None:
+    cfg = MixtureConfig("toxicity", n=200, n_safe=100, n_eval=50, seed=3)
+    a = build_mixture(cfg, data, tmp_path / "a")
+    b = build_mixture(cfg, data, tmp_path / "b")
+    for name in a["files"]:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (tmp_path / "a/manifest.json").read_bytes() == (
+        tmp_path / "b/manifest.json"
+    ).read_bytes()
+    assert a["files"]["noisy.jsonl"]["sha256"] == b["files"]["noisy.jsonl"]["sha256"]
+    c = build_mixture(
+        MixtureConfig("toxicity", n=200, n_safe=100, n_eval=50, seed=4), data, tmp_path / "c"
+    )
+    assert c["files"]["noisy.jsonl"]["sha256"] != a["files"]["noisy.jsonl"]["sha256"]
+    assert (
+        c["files"]["eval/toxicity.jsonl"]["sha256"] == a["files"]["eval/toxicity.jsonl"]["sha256"]
+    )
+
+
+def test_shortfall_fails_or_is_recorded(data: Path, tmp_path: Path, capsys) -> None:
+    with pytest.raises(ForgetFilterError, match="noisy unsafe .harm.: wanted 5000"):
+        build_mixture(MixtureConfig("harm", n=10000, n_safe=10, n_eval=10), data, tmp_path / "x")
+    m = build_mixture(
+        MixtureConfig("harm", n=10000, n_safe=10, n_eval=10, allow_fewer=True), data, tmp_path / "y"
+    )
+    assert m["shortfall"]["noisy unsafe (harm)"]["wanted"] == 5000
+    rc = main(
+        [
+            "data",
+            "build",
+            "--risk",
+            "bias",
+            "--n",
+            "10",
+            "--unsafe-ratio",
+            "2",
+            "--out",
+            str(tmp_path / "z"),
+        ]
+    )
+    assert rc == 2 and "unsafe-ratio" in capsys.readouterr().err

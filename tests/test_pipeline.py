@@ -1,0 +1,73 @@
+"""End-to-end ForgetFilter runs on the micro model built in the test session."""
+
+import json
+
+import pytest
+
+from forgetfilter import io
+from forgetfilter.pipeline import default_run_config, run_forgetfilter
+from forgetfilter.records import Example
+from forgetfilter.thresholds import ThresholdConfig
+
+
+def make_data(tmp_path, n_unsafe=12, n_other=24):
+    noisy = [Example(f"u{i}", f"Who is bad at math, the {i} man or woman?", "The woman.", "bbq", "bias", "unsafe") for i in range(n_unsafe)]
+    noisy += [Example(f"t{i}", f"Question {i}: what colour is the sky?", f"The sky is blue {i}.", "squad", None, "task") for i in range(n_other)]
+    safe = [Example(f"s{i}", f"Who is good at cooking, person {i} or {i + 1}?", "It cannot be determined.", "bbq", "bias", "safe") for i in range(16)]
+    io.write_jsonl(tmp_path / "noisy.jsonl", [e.to_dict() for e in noisy])
+    io.write_jsonl(tmp_path / "safe.jsonl", [e.to_dict() for e in safe])
+    return tmp_path / "noisy.jsonl", tmp_path / "safe.jsonl"
+
+
+def micro_config(model, **kw):
+    cfg = default_run_config(model, full=True, lr=1e-3, epochs=2, batch_size=8, micro_batch_size=8, max_length=64, **kw)
+    cfg.score_batch_size = 8
+    return cfg
+
+
+def test_run_writes_auditable_outputs(micro_model_dir, tmp_path):
+    noisy, safe = make_data(tmp_path)
+    cfg = micro_config(str(micro_model_dir), safety_steps=3, threshold=ThresholdConfig("fraction", fraction=0.25))
+    result = run_forgetfilter(noisy, safe, tmp_path / "run", cfg)
+    out = result.out_dir
+    kept, removed = io.read_jsonl(out / "kept.jsonl"), io.read_jsonl(out / "removed.jsonl")
+    ids = [r["id"] for r in kept + removed]
+    assert sorted(ids) == sorted(r["id"] for r in io.read_jsonl(noisy)) and len(set(ids)) == 36
+    assert len(removed) == 9 and all("reason" in r and "forgetting" in r for r in removed)
+    summary = json.loads((out / "summary.json").read_text())
+    c = summary["counts"]
+    assert c["input"] == c["kept"] + c["removed"] + c["rejected_at_load"] == 36
+    assert set(summary["quality"]["forgetting"]) >= {"precision", "recall", "f1", "auroc"}
+    assert (out / "final" / "model").exists()
+    rows = io.read_jsonl(out / "scores.jsonl")
+    assert {"id", "before", "after", "forgetting", "removed"} <= set(rows[0])
+
+
+def test_rerun_skips_completed_stages_and_changed_config_is_refused(micro_model_dir, tmp_path):
+    from forgetfilter.errors import ConfigError
+
+    noisy, safe = make_data(tmp_path)
+    cfg = micro_config(str(micro_model_dir), safety_steps=2, final=False)
+    first = run_forgetfilter(noisy, safe, tmp_path / "run", cfg)
+    before = (tmp_path / "run" / "scores.jsonl").read_bytes()
+    again = run_forgetfilter(noisy, safe, tmp_path / "run", cfg)
+    assert again.removed_ids == first.removed_ids
+    assert (tmp_path / "run" / "scores.jsonl").read_bytes() == before
+    changed = micro_config(str(micro_model_dir), safety_steps=5, final=False)
+    with pytest.raises(ConfigError, match="safety_steps"):
+        run_forgetfilter(noisy, safe, tmp_path / "run", changed)
+    run_forgetfilter(noisy, safe, tmp_path / "run", changed, force=True)
+
+
+def test_scores_do_not_depend_on_labels(micro_model_dir, tmp_path):
+    noisy, safe = make_data(tmp_path)
+    cfg = micro_config(str(micro_model_dir), safety_steps=2, final=False)
+    run_forgetfilter(noisy, safe, tmp_path / "a", cfg)
+    rows = io.read_jsonl(noisy)
+    for r in rows:
+        r["label"], r["risk"] = None, None
+    io.write_jsonl(tmp_path / "nolabels.jsonl", rows)
+    run_forgetfilter(tmp_path / "nolabels.jsonl", safe, tmp_path / "b", cfg)
+    strip = lambda p: [{k: r[k] for k in ("id", "before", "after", "forgetting", "removed")} for r in io.read_jsonl(p)]
+    assert strip(tmp_path / "a" / "scores.jsonl") == strip(tmp_path / "b" / "scores.jsonl")
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["quality"] is None

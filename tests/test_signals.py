@@ -1,0 +1,182 @@
+"""Correctness of the scoring signals: batching, padding and early stopping never change a score."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from forgetfilter import signals
+from forgetfilter.batching import IGNORE_INDEX, encode_example, token_budget_batches
+from forgetfilter.records import Example
+
+SENTENCES = [
+    "The woman is good at math.",
+    "Who is bad at math, the man or the woman?",
+    "It cannot be determined from the context.",
+    "The sky is blue and the grass is green.\nSecond line here.",
+    "Caf\u00e9 na\u00efve \u00fcber \u2014 \u4f60\u597d \U0001f600 done.",
+    "Question: what colour is the sky?\n\nAnswer: blue.",
+]
+
+
+def _build_random_model(out_dir) -> None:
+    """A 2-layer random GPT-2 with a byte-level BPE tokenizer trained on SENTENCES."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(SENTENCES * 20, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    torch.manual_seed(0)
+    cfg = GPT2Config(
+        vocab_size=len(fast), n_positions=256, n_embd=64, n_layer=2, n_head=4,
+        initializer_range=0.2, eos_token_id=fast.eos_token_id, bos_token_id=fast.eos_token_id,
+    )
+    GPT2LMHeadModel(cfg).save_pretrained(out_dir)
+    fast.save_pretrained(out_dir)
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(request, tmp_path_factory):
+    """The session's micro model when the suite provides one, else a random micro GPT-2."""
+    from forgetfilter.models import load_model
+
+    try:
+        path = request.getfixturevalue("micro_model_dir")
+    except pytest.FixtureLookupError:
+        path = tmp_path_factory.mktemp("random-gpt2")
+        _build_random_model(path)
+    model, tokenizer = load_model(str(path), device="cpu", dtype="fp32")
+    return model, tokenizer
+
+
+def _examples(n: int = 11) -> list[Example]:
+    rng = random.Random(0)
+    out = []
+    for i in range(n):
+        prompt = " ".join(rng.choice(SENTENCES) for _ in range(rng.randint(1, 6)))
+        response = " ".join(rng.choice(SENTENCES) for _ in range(rng.randint(1, 3)))
+        out.append(Example(f"e{i}", prompt, response))
+    return out
+
+
+def _reference_nll(model, tokenizer, ex: Example, max_length: int) -> float:
+    """Unbatched, unpadded mean response NLL from full logits."""
+    enc = encode_example(tokenizer, ex, max_length)
+    ids = torch.tensor([enc.input_ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, :-1].double()
+    labels = torch.tensor(enc.labels[1:])
+    keep = labels.ne(IGNORE_INDEX)
+    logp = torch.log_softmax(logits, -1)[keep, labels[keep]]
+    return float(-logp.mean())
+
+
+@pytest.mark.parametrize("sliced", [True, False])
+def test_response_nll_matches_unbatched_reference(model_and_tokenizer, monkeypatch, sliced):
+    model, tokenizer = model_and_tokenizer
+    if not sliced:
+        monkeypatch.setattr(signals, "_accepts_logits_to_keep", lambda m: False)
+    examples = _examples()
+    ref = np.array([_reference_nll(model, tokenizer, ex, 96) for ex in examples])
+    for kwargs in ({"batch_size": 1}, {"batch_size": 3}, {"batch_size": 32}, {"batch_size": 8, "max_batch_tokens": 200}):
+        got = signals.response_nll(model, tokenizer, examples, max_length=96, progress=False, **kwargs)
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5, err_msg=str(kwargs))
+
+
+def test_response_nll_handles_truncated_records(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    long = Example("long", " ".join(SENTENCES * 8), " ".join(SENTENCES * 4))
+    short = Example("short", "hi", "The woman.")
+    got = signals.response_nll(model, tokenizer, [long, short], max_length=48, batch_size=2, progress=False)
+    ref = [_reference_nll(model, tokenizer, ex, 48) for ex in (long, short)]
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_batched_generation_equals_one_at_a_time(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    prompts = [ex.prompt for ex in _examples(9)]
+    limits = [3, 12, 7, 1, 20, 5, 12, 9, 2]
+    single = [
+        signals.generate(model, tokenizer, [p], max_new_tokens=lim, batch_size=1, max_length=128, progress=False)[0]
+        for p, lim in zip(prompts, limits, strict=True)
+    ]
+    for batch_size in (4, 16):
+        batched = signals.generate(
+            model, tokenizer, prompts, max_new_tokens=limits, batch_size=batch_size, max_length=128, progress=False
+        )
+        assert batched == single
+
+
+def test_first_line_stop_never_changes_the_rouge_text(model_and_tokenizer):
+    _, tokenizer = model_and_tokenizer
+    rng = random.Random(1)
+    vocab = len(tokenizer)
+    newline_ids = [i for i in range(vocab) if "\n" in tokenizer.decode([i])]
+    assert newline_ids
+    stopped = 0
+    for _ in range(300):
+        width = 3
+        seq = [rng.randrange(vocab) for _ in range(width)]
+        for _ in range(25):
+            seq.append(rng.choice(newline_ids) if rng.random() < 0.2 else rng.randrange(vocab))
+        stop = signals.FirstLineStop(tokenizer, width, 1, torch.device("cpu"))
+        cut = len(seq)
+        for k in range(width + 1, len(seq) + 1):
+            if bool(stop(torch.tensor([seq[:k]]))[0]):
+                cut = k
+                break
+        full = tokenizer.decode(seq[width:], skip_special_tokens=True)
+        part = tokenizer.decode(seq[width:cut], skip_special_tokens=True)
+        assert signals.normalise_for_rouge(part) == signals.normalise_for_rouge(full)
+        if cut < len(seq):
+            stopped += 1
+            first = next(ln for ln in part.splitlines(keepends=True) if ln.strip())
+            assert first[-1] in signals._LINE_BREAKS  # the first non-empty line is complete
+    assert stopped > 50
+
+
+def test_first_line_generation_gives_the_same_rouge(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    examples = _examples(8)
+    full = signals.generate(model, tokenizer, [ex.prompt for ex in examples], max_new_tokens=40,
+                            batch_size=4, max_length=128, progress=False)
+    short = signals.generate(model, tokenizer, [ex.prompt for ex in examples], max_new_tokens=40,
+                             batch_size=4, max_length=128, progress=False, first_line_only=True)
+    assert [signals.normalise_for_rouge(t) for t in short] == [signals.normalise_for_rouge(t) for t in full]
+    assert all(f.startswith(s) for s, f in zip(short, full, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("\n\n  Hello, World!\nsecond line", "hello world"),
+        ("The WOMAN.", "the woman"),
+        ("   \n\t\nIt can't be—determined...  ", "it can t be—determined"),
+        ("", ""),
+        ("a;b:c", "a b c"),
+    ],
+)
+def test_normalise_for_rouge(text, expected):
+    assert signals.normalise_for_rouge(text) == expected
+
+
+def test_token_budget_batches_cover_every_index_within_budget():
+    rng = random.Random(2)
+    lengths = [rng.randint(1, 300) for _ in range(200)]
+    batches = token_budget_batches(lengths, 1024, 16)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(200))
+    for b in batches:
+        assert len(b) <= 16
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 1024

@@ -1,0 +1,62 @@
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from forgetfilter.thresholds import ThresholdConfig, choose_threshold
+
+
+def bimodal(seed=0):
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal(0.0, 0.1, 400), rng.normal(1.0, 0.15, 200)])
+
+
+def test_auto_finds_the_gap_between_two_modes():
+    scores = bimodal()
+    choice = choose_threshold(scores, ThresholdConfig("auto"))
+    assert 0.25 < choice.phi < 0.75
+    assert 190 <= choice.n_removed <= 210
+    assert "mixture" in choice.reason and not choice.degenerate
+
+
+def test_auto_on_unimodal_scores_removes_nothing_and_says_so():
+    scores = np.random.default_rng(1).normal(0, 1, 500)
+    choice = choose_threshold(scores, ThresholdConfig("auto"))
+    assert choice.n_removed == 0 and choice.degenerate
+    assert "unimodal" in choice.reason
+
+
+def test_auto_is_deterministic_under_seed():
+    a = choose_threshold(bimodal(), ThresholdConfig("auto", seed=3))
+    b = choose_threshold(bimodal(), ThresholdConfig("auto", seed=3))
+    assert a.phi == b.phi
+
+
+@pytest.mark.parametrize("fraction,expected", [(0.0, 0), (0.1, 60), (0.5, 300), (1.0, 600)])
+def test_fraction_removes_that_many(fraction, expected):
+    choice = choose_threshold(bimodal(), ThresholdConfig("fraction", fraction=fraction))
+    assert choice.n_removed == expected
+    assert choice.degenerate == (expected in (0, 600))
+
+
+def test_absolute_threshold_is_strict():
+    choice = choose_threshold(np.array([0.1, 0.5, 0.5, 0.9]), ThresholdConfig("threshold", threshold=0.5))
+    assert choice.n_removed == 1 and choice.phi == 0.5
+
+
+def test_bad_fraction_is_rejected():
+    with pytest.raises(ValueError):
+        choose_threshold(bimodal(), ThresholdConfig("fraction", fraction=1.5))
+
+
+FILTERING_MODULES = ["thresholds.py", "signals.py", "batching.py"]
+
+
+@pytest.mark.parametrize("module", FILTERING_MODULES)
+def test_filtering_code_never_reads_labels(module):
+    src = Path(__file__).parents[1] / "src" / "forgetfilter" / module
+    tree = ast.parse(src.read_text())
+    attrs = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert "label" not in attrs and "label" not in strings
