@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -19,6 +20,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars of the library would drown the tables
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from forgetfilter import batching  # noqa: E402
 from forgetfilter.records import Example, render_prompt  # noqa: E402
@@ -193,7 +196,7 @@ def plain_generate(model, tokenizer, prompts: Sequence[str], batch_size: int, ma
     """Plain batched greedy generation: input order, tokenizer left padding, one budget for all."""
     model.eval()
     device = next(model.parameters()).device
-    tokenizer.padding_side = "left"
+    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
     try:
         out = []
         for start in range(0, len(prompts), batch_size):
@@ -206,7 +209,7 @@ def plain_generate(model, tokenizer, prompts: Sequence[str], batch_size: int, ma
             out += tokenizer.batch_decode(ids[:, b["input_ids"].shape[1]:], skip_special_tokens=True)
         return out
     finally:
-        tokenizer.padding_side = "right"
+        tokenizer.padding_side, tokenizer.truncation_side = "right", "right"
 
 
 def hf_trainer_run(model, tokenizer, records: Sequence[Example], *, out_dir: str | Path, micro_batch: int,

@@ -15,11 +15,14 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from forgetfilter.records import Example
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Test models are tiny and the CI machine is shared: one thread avoids oversubscription stalls.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,7 +39,11 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
 
 def find_data_dir() -> Path | None:
     """The offline data pack, or None when it is not available."""
-    candidates = [os.environ.get("FORGETFILTER_DATA"), REPO / "shared" / "data", REPO.parent / "shared" / "data"]
+    candidates = [
+        os.environ.get("FORGETFILTER_DATA"),
+        REPO / "shared" / "data",
+        REPO.parent / "shared" / "data",
+    ]
     for c in candidates:
         if c and (Path(c) / "SOURCES.md").exists():
             return Path(c)

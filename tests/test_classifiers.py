@@ -91,3 +91,12 @@ def test_split_is_grouped_and_seeded() -> None:
     train_groups = {(rows[i].source, rows[i].group) for i in train}
     assert not any((rows[i].source, rows[i].group) in train_groups for i in test)
     assert {rows[i].label for i in test} == {0, 1}
+
+
+def test_detoxify_falls_back_when_unavailable() -> None:
+    try:
+        import detoxify  # noqa: F401
+    except ImportError:
+        assert classifiers._try_detoxify() is None
+    else:  # pragma: no cover - depends on the environment
+        pytest.skip("detoxify is installed")

@@ -49,9 +49,25 @@ def test_plot_helpers_write_pngs(tmp_path):
     groups = {r["id"]: "unsafe" if r["id"][0] == "u" else "SQuAD" for r in rows}
     paths = [
         report.plot_forgetting_by_group(rows, groups, tmp_path / "hist.png", phi=0.4),
-        report.plot_group_curves({"unsafe": [(0, 3.0), (5, 1.0)], "SQuAD": [(0, 2.0), (5, 1.8)]}, tmp_path / "c.png", title="t"),
-        report.plot_xy({"F1": [(0.25, 0.5), (0.5, None), (0.75, 0.9)]}, tmp_path / "xy.png", title="t", xlabel="x", ylabel="y", vlines={"phi": 0.5}),
-        report.plot_bars([{"method": "a", "m": 1.0}, {"method": "b", "m": None}], ["m", "empty"], tmp_path / "b.png", highlight=("a",)),
+        report.plot_group_curves(
+            {"unsafe": [(0, 3.0), (5, 1.0)], "SQuAD": [(0, 2.0), (5, 1.8)]},
+            tmp_path / "c.png",
+            title="t",
+        ),
+        report.plot_xy(
+            {"F1": [(0.25, 0.5), (0.5, None), (0.75, 0.9)]},
+            tmp_path / "xy.png",
+            title="t",
+            xlabel="x",
+            ylabel="y",
+            vlines={"phi": 0.5},
+        ),
+        report.plot_bars(
+            [{"method": "a", "m": 1.0}, {"method": "b", "m": None}],
+            ["m", "empty"],
+            tmp_path / "b.png",
+            highlight=("a",),
+        ),
     ]
     for p in paths:
         assert p.read_bytes().startswith(PNG_MAGIC)
@@ -59,11 +75,28 @@ def test_plot_helpers_write_pngs(tmp_path):
 
 
 def test_report_is_one_valid_html_file_with_tables_and_images(tmp_path):
-    png = report.plot_xy({"s": [(0, 0), (1, 1)]}, tmp_path / "p.png", title="t", xlabel="x", ylabel="y")
-    rows = [{"method": "a<b", "score": 0.123456, "n": 3, "x": None}, {"method": "c|d", "score": 1e-5, "n": 4}]
+    png = report.plot_xy(
+        {"s": [(0, 0), (1, 1)]}, tmp_path / "p.png", title="t", xlabel="x", ylabel="y"
+    )
+    rows = [
+        {"method": "a<b", "score": 0.123456, "n": 3, "x": None},
+        {"method": "c|d", "score": 1e-5, "n": 4},
+    ]
     sections = [
-        Section("First", ["A **bold** `code` paragraph.\n\n- one\n- two", Table(rows, caption="cap", name="table"), Image(png, "fig")]),
-        {"title": "Second", "text": "plain dict section", "table": [{"k": 1}], "images": [tmp_path / "missing.png"]},
+        Section(
+            "First",
+            [
+                "A **bold** `code` paragraph.\n\n- one\n- two",
+                Table(rows, caption="cap", name="table"),
+                Image(png, "fig"),
+            ],
+        ),
+        {
+            "title": "Second",
+            "text": "plain dict section",
+            "table": [{"k": 1}],
+            "images": [tmp_path / "missing.png"],
+        },
     ]
     path = report.write_report(tmp_path / "out", "Title & more", sections)
     text = path.read_text()
@@ -82,3 +115,32 @@ def test_report_is_one_valid_html_file_with_tables_and_images(tmp_path):
         got = list(csv.DictReader(fh))
     assert got[0]["method"] == "a<b" and float(got[0]["score"]) == 0.123456 and got[1]["x"] == ""
     assert not re.search(r"src=['\"](?!data:)", text)
+
+
+def test_demo_report_from_results(tmp_path):
+    from forgetfilter import io
+
+    risk_dir = tmp_path / "bias"
+    io.write_jsonl(
+        risk_dir / "data" / "noisy.jsonl",
+        [
+            {"id": "a", "label": "unsafe", "source": "bbq"},
+            {"id": "b", "label": "task", "source": "squad"},
+        ],
+    )
+    io.write_jsonl(
+        risk_dir / "run" / "scores.jsonl",
+        [{"id": "a", "forgetting": 0.9}, {"id": "b", "forgetting": 0.1}],
+    )
+    summary = {
+        "counts": {"removed": 1, "input": 2},
+        "threshold": {"phi": 0.5, "reason": "test"},
+        "quality": {"forgetting": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "auroc": 1.0}},
+    }
+    table = [
+        {"method": "no safety measure", "s_amb": 0.2},
+        {"method": "ForgetFilter", "s_amb": 0.05},
+    ]
+    path = report.demo_report(tmp_path, {"bias": {"filter": summary, "table": table}})
+    text = path.read_text()
+    assert _parse(text).errors == [] and text.count("data:image/png;base64,") == 2

@@ -53,7 +53,7 @@ def model_and_tokenizer(request, tmp_path_factory):
 
     try:
         path = request.getfixturevalue("micro_model_dir")
-    except pytest.FixtureLookupError:
+    except (pytest.FixtureLookupError, pytest.skip.Exception):
         path = tmp_path_factory.mktemp("random-gpt2")
         _build_random_model(path)
     model, tokenizer = load_model(str(path), device="cpu", dtype="fp32")
@@ -92,6 +92,22 @@ def test_response_nll_matches_unbatched_reference(model_and_tokenizer, monkeypat
     for kwargs in ({"batch_size": 1}, {"batch_size": 3}, {"batch_size": 32}, {"batch_size": 8, "max_batch_tokens": 200}):
         got = signals.response_nll(model, tokenizer, examples, max_length=96, progress=False, **kwargs)
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5, err_msg=str(kwargs))
+
+
+def test_response_nll_matches_reference_on_a_rope_model(model_and_tokenizer):
+    """Llama-style models (rotary positions) get the same scores with left padding + position ids."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    _, tokenizer = model_and_tokenizer
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256,
+                      pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(cfg).eval()
+    examples = _examples(7)
+    ref = [_reference_nll(model, tokenizer, ex, 96) for ex in examples]
+    got = signals.response_nll(model, tokenizer, examples, batch_size=4, max_length=96, progress=False)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
 def test_response_nll_handles_truncated_records(model_and_tokenizer):
@@ -180,3 +196,23 @@ def test_token_budget_batches_cover_every_index_within_budget():
     for b in batches:
         assert len(b) <= 16
         assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 1024
+
+
+def test_generation_batches_fit_the_position_limit():
+    rng = random.Random(3)
+    lengths = [rng.randint(8, 200) for _ in range(300)]
+    limits = [rng.randint(1, 256 - n) for n in lengths]
+    batches = signals.generation_batches(lengths, limits, 32, positions=256)
+    assert sorted(i for b in batches for i in b) == list(range(300))
+    for b in batches:
+        assert len(b) <= 32
+        assert max(lengths[i] for i in b) + max(limits[i] for i in b) <= 256
+
+
+def test_generation_near_the_position_limit_does_not_fail(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    limit = model.config.n_positions
+    prompts = [" ".join(SENTENCES * 10), "hi", " ".join(SENTENCES * 3), "the sky"]
+    out = signals.generate(model, tokenizer, prompts, max_new_tokens=[4, limit, 30, 60],
+                           batch_size=4, max_length=limit, progress=False)
+    assert len(out) == 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,11 @@ FAST = dict(lr=3e-3, batch_size=8, micro_batch_size=4, max_length=64, warmup_rat
 
 def weights(model_dir: Path) -> dict[str, torch.Tensor]:
     """The saved tensors of a model or adapter dir."""
-    name = "adapter_model.safetensors" if (model_dir / "adapter_config.json").exists() else "model.safetensors"
+    name = (
+        "adapter_model.safetensors"
+        if (model_dir / "adapter_config.json").exists()
+        else "model.safetensors"
+    )
     return load_file(str(model_dir / name))
 
 
@@ -30,6 +35,25 @@ def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: fl
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0 if atol == 0 else 1e-5, msg=k)
+
+
+def run_cmd(cmd: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """Run a command in its own process group; the whole group is killed on timeout."""
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{cmd[:4]} timed out: {err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def write_records(path: Path, records) -> Path:
@@ -53,14 +77,28 @@ def test_full_finetune_is_deterministic_and_learns(micro_model_dir, micro_record
     assert tok.pad_token_id is not None and not model.training
 
 
-def test_completed_run_is_returned_and_config_change_refused(micro_model_dir, micro_records, tmp_path):
+def test_completed_run_is_returned_and_config_change_refused(
+    micro_model_dir, micro_records, tmp_path
+):
     cfg = TrainConfig(finetune="full", max_steps=2, **FAST)
     first = train(str(micro_model_dir), micro_records, tmp_path, cfg, progress=False)
     again = train(str(micro_model_dir), micro_records, tmp_path, cfg, progress=False)
     assert again.already_complete and again.steps == first.steps == 2
-    with pytest.raises(ConfigError, match="different settings"):
-        train(str(micro_model_dir), micro_records, tmp_path, TrainConfig(finetune="full", max_steps=3, **FAST))
-    fresh = train(str(micro_model_dir), micro_records, tmp_path, TrainConfig(finetune="full", max_steps=3, **FAST), resume=False, progress=False)
+    with pytest.raises(ConfigError, match=r"different settings \(config.max_steps\)"):
+        train(
+            str(micro_model_dir),
+            micro_records,
+            tmp_path,
+            TrainConfig(finetune="full", max_steps=3, **FAST),
+        )
+    fresh = train(
+        str(micro_model_dir),
+        micro_records,
+        tmp_path,
+        TrainConfig(finetune="full", max_steps=3, **FAST),
+        resume=False,
+        progress=False,
+    )
     assert fresh.steps == 3 and not fresh.already_complete
 
 
@@ -72,7 +110,7 @@ def test_resume_after_hard_exit_matches_uninterrupted_run(micro_model_dir, micro
     assert main([*args, "--out", str(tmp_path / "ref")]) == 0
     env = {**os.environ, "FORGETFILTER_FAULT_AFTER_STEP": "3"}
     cmd = [sys.executable, "-m", "forgetfilter.cli", *args, "--out", str(tmp_path / "run")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    proc = run_cmd(cmd, env, timeout=120)
     assert proc.returncode == FAULT_EXIT_CODE, proc.stderr[-2000:]
     run = tmp_path / "run"
     assert (run / "checkpoints" / "step-2" / "state.json").exists()
@@ -81,11 +119,15 @@ def test_resume_after_hard_exit_matches_uninterrupted_run(micro_model_dir, micro
     state = io.read_json(run / "train_state.json")
     assert state["complete"] and state["steps"] == 6
     assert [r["step"] for r in io.read_jsonl(run / "log.jsonl")] == list(range(1, 7))
-    assert (run / "model" / "adapter_config.json").exists()  # LoRA by default (dropout: RNG restored)
+    assert (
+        run / "model" / "adapter_config.json"
+    ).exists()  # LoRA by default (dropout: RNG restored)
     assert_same(weights(run / "model"), weights(tmp_path / "ref" / "model"), atol=1e-6)
 
 
-def test_nan_loss_raises_and_keeps_last_checkpoint(micro_model_dir, micro_records, tmp_path, monkeypatch):
+def test_nan_loss_raises_and_keeps_last_checkpoint(
+    micro_model_dir, micro_records, tmp_path, monkeypatch
+):
     monkeypatch.setenv("FORGETFILTER_FAULT_NAN_AT_STEP", "3")
     cfg = TrainConfig(finetune="full", max_steps=6, save_every=2, **FAST)
     with pytest.raises(NumericalError, match="step 3.*checkpoint \\(step 2\\)"):
@@ -94,7 +136,9 @@ def test_nan_loss_raises_and_keeps_last_checkpoint(micro_model_dir, micro_record
     assert not (tmp_path / "model").exists() and not (tmp_path / "train_state.json").exists()
 
 
-def test_callback_runs_every_k_steps_without_changing_training(micro_model_dir, micro_records, tmp_path):
+def test_callback_runs_every_k_steps_without_changing_training(
+    micro_model_dir, micro_records, tmp_path
+):
     cfg = TrainConfig(max_steps=4, lora=LoraSettings(r=4), **FAST)
     seen = []
 
@@ -103,7 +147,15 @@ def test_callback_runs_every_k_steps_without_changing_training(micro_model_dir, 
         torch.rand(100)  # consuming RNG must not change training
         seen.append((step, tokenizer.pad_token_id is not None))
 
-    a = train(str(micro_model_dir), micro_records, tmp_path / "a", cfg, callback=callback, callback_every=2, progress=False)
+    a = train(
+        str(micro_model_dir),
+        micro_records,
+        tmp_path / "a",
+        cfg,
+        callback=callback,
+        callback_every=2,
+        progress=False,
+    )
     b = train(str(micro_model_dir), micro_records, tmp_path / "b", cfg, progress=False)
     assert seen == [(2, True), (4, True)]
     assert_same(weights(a.model_dir), weights(b.model_dir))
@@ -123,12 +175,30 @@ def test_two_process_torchrun_matches_one_process(micro_model_dir, micro_records
     args = ["train", "--model", str(micro_model_dir), "--data", str(data), "--full", "--max-steps", "3",
             "--batch-size", "8", "--micro-batch-size", "2", "--lr", "3e-3", "--max-length", "64"]  # fmt: skip
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
-    cmd = ["torchrun", "--nproc_per_node", "2", "--master_port", "0", "-m", "forgetfilter.cli", *args, "--out", str(tmp_path / "two")]  # fmt: skip
+    cmd = ["torchrun", "--nproc_per_node", "2", "--standalone", "-m", "forgetfilter.cli", *args, "--out", str(tmp_path / "two")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    proc = run_cmd(cmd, env, timeout=180)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     state = io.read_json(tmp_path / "two" / "train_state.json")
     assert state["world_size"] == 2 and state["grad_accum"] == 2 and state["complete"]
     # the same examples per step and a loss normalised over the whole step: the same weights
     assert_same(weights(tmp_path / "two" / "model"), weights(tmp_path / "one" / "model"), atol=1e-4)
     load_model(tmp_path / "two")
+
+
+def test_continue_from_previous_output_dir(micro_model_dir, micro_records, tmp_path):
+    cfg = TrainConfig(max_steps=2, **FAST)
+    first = train(str(micro_model_dir), micro_records, tmp_path / "m1", cfg, progress=False)
+    lora = train(str(tmp_path / "m1"), micro_records, tmp_path / "m2", cfg, progress=False)
+    base = io.read_json(lora.model_dir / "adapter_config.json")["base_model_name_or_path"]
+    assert Path(base).resolve() == Path(micro_model_dir).resolve()  # the same adapter, trained on
+    wa, wb = weights(first.model_dir), weights(lora.model_dir)
+    assert wa.keys() == wb.keys() and any(not torch.equal(wa[k], wb[k]) for k in wa)
+    full = train(
+        str(first.model_dir),
+        micro_records,
+        tmp_path / "m3",
+        TrainConfig(finetune="full", max_steps=1, **FAST),
+        progress=False,
+    )
+    assert (full.model_dir / "model.safetensors").exists()

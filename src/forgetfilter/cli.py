@@ -144,14 +144,17 @@ def _is_main_process() -> bool:
 def _build_tiny(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .models import tiny_model_dir
+    from .models import ensure_tiny, tiny_model_dir
     from .tiny import build_tiny
 
     out = Path(args.out) if args.out else tiny_model_dir(args.preset, args.seed)
     if (out / "build_info.json").exists() and not args.force:
         print(f"{out} is already built (use --force to rebuild)")
         return 0
-    build_tiny(out, preset=args.preset, seed=args.seed, data_dir=args.data_dir)
+    if args.out:
+        build_tiny(out, preset=args.preset, seed=args.seed, data_dir=args.data_dir)
+    else:  # the cache location: under the same lock as `resolve_model("tiny")`
+        ensure_tiny(args.preset, args.seed, data_dir=args.data_dir, force=args.force)
     print(f"built {out}")
     return 0
 
@@ -171,7 +174,7 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--safe", required=True, help="safe examples for the short safety finetune")
     p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
     p.add_argument("--signal", choices=["loss", "rouge"], default="loss")
-    p.add_argument("--normalise", choices=["none", "relative"], default=None,
+    p.add_argument("--normalise", choices=["none", "relative", "relative+static"], default=None,
                    help="forgetting as after-before (none) or relative to before (default: relative)")
     p.add_argument("--safety-steps", type=int, default=None, help="default: one epoch of the safe set")
     p.add_argument("--curve-points", type=int, default=0, help="also score this many checkpoints of safety finetuning")
@@ -199,6 +202,8 @@ def _add_train_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--micro-batch-size", type=int, default=None)
     g.add_argument("--max-length", type=int, default=None)
     g.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"])
+    g.add_argument("--save-every", type=int, default=None,
+                   help="checkpoint training every K steps, so a killed run resumes inside a stage")
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
@@ -216,10 +221,16 @@ def _cmd_run(a: argparse.Namespace) -> int:
         threshold=thr, final=not a.no_final, curve_points=a.curve_points, max_new_tokens=a.max_new_tokens,
         skip_invalid=a.skip_invalid, full=a.full, lr=a.lr, safety_lr=a.safety_lr, epochs=a.epochs,
         batch_size=a.batch_size, micro_batch_size=a.micro_batch_size, max_length=a.max_length, dtype=a.dtype,
+        save_every=a.save_every,
     )
     result = run_forgetfilter(a.noisy, a.safe, a.out, cfg, force=a.force)
     _print_run_summary(result.summary)
     return 0
+
+
+def _num(value: float | None) -> str:
+    """A metric to 3 decimals, or `n/a` when undefined (e.g. AUROC with one class of labels)."""
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _print_run_summary(s: dict) -> None:
@@ -229,11 +240,19 @@ def _print_run_summary(s: dict) -> None:
     q = s.get("quality")
     if q:
         f = q["forgetting"]
-        print(f"against hidden labels: precision {f['precision']:.3f} recall {f['recall']:.3f} "
-              f"F1 {f['f1']:.3f} AUROC {f['auroc']:.3f} (static low-NLL baseline AUROC "
-              f"{q['static_low_nll_before']['auroc']:.3f})")
+        print(f"against hidden labels: precision {_num(f['precision'])} recall {_num(f['recall'])} "
+              f"F1 {_num(f['f1'])} AUROC {_num(f['auroc'])} (static low-NLL baseline AUROC "
+              f"{_num(q['static_low_nll_before']['auroc'])})")
+    tr = s.get("truncated") or {}
+    if tr.get("noisy") or tr.get("safe"):
+        print(f"truncated to {tr.get('max_length')} tokens: {tr.get('noisy') or 0} noisy and "
+              f"{tr.get('safe') or 0} safe records ({tr.get('policy')})")
+    if s.get("safe_noisy_overlap"):
+        print(f"note: {s['safe_noisy_overlap']} safe examples also occur in the noisy set (listed in inputs.json)")
     if s.get("warning"):
         print("warning:", s["warning"])
+    if s.get("final_skipped"):
+        print("warning:", s["final_skipped"])
     print(f"outputs: {s['outputs']['kept.jsonl']}, {s['outputs']['removed.jsonl']}, summary.json")
 
 
@@ -287,12 +306,41 @@ def _run_eval(a: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- experiments, report, demo
 def _add_experiments(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("experiment", help="the paper's experiments with tables, plots and a report")
-    p.set_defaults(func=lambda a: _not_yet("experiment"))
+    p.add_argument("name", choices=["dynamics", "compare", "ablate", "interleaved", "report"],
+                   help="the experiment; `report` rebuilds report.html, tables and plots from results.json")
+    p.add_argument("--out", required=True, help="experiment directory (rerun the same command to resume)")
+    p.add_argument("--model", default="tiny", help="aligned model M0: HF id, local path or `tiny`")
+    p.add_argument("--data-dir", default=None, help="data pack root (default $FORGETFILTER_DATA)")
+    p.add_argument("--risk", nargs="+", choices=["bias", "toxicity", "harm"], default=["bias"],
+                   help="risk(s); compare runs each, the other experiments use the first")
+    p.add_argument("--scale", choices=["test", "small", "paper"], default="small",
+                   help="small: minutes on a CPU with the tiny model; paper: the paper's sizes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", default=None, help="compare only: comma-separated subset of methods")
+    p.set_defaults(func=_cmd_experiment)
     p = sub.add_parser("demo", help="the whole story on the built-in tiny model, offline")
     p.add_argument("--out", default="forgetfilter-demo", help="demo directory (rerun to resume)")
     p.add_argument("--risk", choices=["bias", "toxicity", "harm", "all"], default="bias")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_experiment(a: argparse.Namespace) -> int:
+    from .experiments import SCALES, Context, run_experiment
+
+    if a.name == "report":
+        from .experiments import regenerate_report
+
+        regenerate_report(a.out)
+        print(f"wrote {a.out}/report.html")
+        return 0
+    methods = tuple(m.strip() for m in a.methods.split(",") if m.strip()) if a.methods else None
+    ctx = Context(a.out, model=a.model, data_dir=a.data_dir, scale=SCALES[a.scale], seed=a.seed,
+                  risks=tuple(a.risk), methods=methods)
+    results = run_experiment(a.name, ctx)
+    print(f"{a.name}: {results['wall_s_this_invocation']} s; wrote {a.out}/results.json, table.md, "
+          "table.csv, plots/ and report.html")
+    return 0
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:

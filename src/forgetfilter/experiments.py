@@ -29,13 +29,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import io
 from .errors import ConfigError
 from .records import RISKS, Example
+
+if TYPE_CHECKING:
+    from .evaluation import EvalConfig
+    from .pipeline import RunConfig, RunResult
+    from .training import TrainConfig
 
 EXPERIMENTS = ("dynamics", "compare", "ablate", "interleaved", "report")
 GROUP_ORDER = ("unsafe", "safe (same risk)", "SQuAD", "Alpaca")
@@ -107,6 +112,7 @@ class Scale:
         round_safety_steps: safety-finetuning steps after each round of `interleaved`.
         max_new_tokens: generation budget per suite in evaluation (None: evaluation's defaults).
         eval_batch_size: evaluation batch size.
+        full: full finetuning (True) or LoRA (False); None = the pipeline's default for the model.
     """
 
     name: str
@@ -128,6 +134,7 @@ class Scale:
     round_safety_steps: int
     max_new_tokens: dict[str, int] | None = None
     eval_batch_size: int = 16
+    full: bool | None = None
 
 
 SCALES = {
@@ -136,9 +143,10 @@ SCALES = {
         safety_steps=2, curve_points=2, dynamics_safety_steps=2, curve_per_group=4,
         ratios=(0.25, 0.75), ablate_safety_steps=2, ablate_points=2, rounds=2, round_safety_steps=1,
         max_new_tokens={"bias": 4, "toxicity": 4, "harm": 4, "squad": 4, "alpaca": 4}, eval_batch_size=8,
+        full=True,
     ),
     "small": Scale(
-        "small", n=400, n_safe=240, n_eval=60, eval_limit=50, epochs=None, batch_size=16, max_length=None,
+        "small", n=300, n_safe=200, n_eval=60, eval_limit=50, epochs=None, batch_size=16, max_length=None,
         safety_steps=10, curve_points=8, dynamics_safety_steps=16, curve_per_group=40,
         ratios=(0.25, 0.5, 0.75), ablate_safety_steps=24, ablate_points=6, rounds=4, round_safety_steps=6,
         max_new_tokens={"bias": 16, "toxicity": 32, "harm": 48, "squad": 16, "alpaca": 48},
@@ -202,7 +210,7 @@ class Context:
         return path
 
     # ---- configs
-    def run_config(self, **fields: Any):
+    def run_config(self, **fields: Any) -> RunConfig:
         """The pipeline's RunConfig for the model with this scale's sizes (fields override)."""
         from .pipeline import default_run_config
 
@@ -210,12 +218,14 @@ class Context:
         fields.setdefault("safety_steps", s.safety_steps)
         cfg = default_run_config(
             self.model, epochs=s.epochs, batch_size=s.batch_size, max_length=s.max_length,
-            seed=self.seed, **fields,
+            full=s.full, seed=self.seed, **fields,
         )  # fmt: skip
         cfg.score_batch_size = min(cfg.score_batch_size, 2 * (s.batch_size or cfg.score_batch_size))
         return cfg
 
-    def eval_config(self, out_file: Path | None = None, self_correction: bool = False):
+    def eval_config(
+        self, out_file: Path | None = None, self_correction: bool = False
+    ) -> EvalConfig:
         """Evaluation settings for this scale."""
         from .evaluation import DEFAULT_MAX_NEW_TOKENS, EvalConfig
 
@@ -223,7 +233,7 @@ class Context:
         return EvalConfig(
             batch_size=s.eval_batch_size,
             max_new_tokens=dict(s.max_new_tokens or DEFAULT_MAX_NEW_TOKENS),
-            max_length=s.max_length or 512,
+            max_length=self.run_config().noisy_train.max_length,
             self_correction=self_correction,
             self_correction_cues=dict(CUES),
             limit=s.eval_limit,
@@ -303,7 +313,7 @@ class CompareRisk:
     def suites(self) -> list[str]:
         return [self.risk, "squad", "alpaca"]
 
-    def ff(self, final: bool = False):
+    def ff(self, final: bool = False) -> RunResult:
         """The ForgetFilter run (M1, scores, M2, filter; and the final model when `final`)."""
         from .pipeline import run_forgetfilter
 
@@ -642,7 +652,7 @@ class Dynamics:
         return dynamics_results(self.run_dir, self.learn_dir, noisy, res.summary)
 
 
-def _total_steps(n: int, tcfg) -> int:
+def _total_steps(n: int, tcfg: TrainConfig) -> int:
     """Optimizer steps of a training run over n examples (as `training` plans them, one process)."""
     micro = tcfg.micro_batch_size or min(8, tcfg.batch_size)
     accum = max(1, tcfg.batch_size // micro)
@@ -958,9 +968,26 @@ def write_outputs(out: Path, results: dict) -> Path:
     out = Path(out)
     name = results["experiment"]
     sections, rows = RENDERERS[name](out / "plots", results)
-    table = Table(rows, caption="All rows (also in table.md and table.csv)", name="table")
+    table = Table(
+        rows, table_columns(rows), caption="All rows (also in table.md and table.csv)", name="table"
+    )
     sections = [Section("Setup", [setup_text(results)]), *sections, Section("Table", [table])]
     return write_report(out, TITLES[name], sections, meta=f"forgetfilter experiment {name}")
+
+
+_COLUMN_ORDER = (
+    "risk", "method", "group", "arm", "round", "phase", "x", "unsafe_ratio", "safety_steps", "phi",
+    "s_AMB", "s_DIS", "acc_ambig", "mean_toxicity", "frac_toxic", "mean_harm", "refusal_rate",
+    "squad_f1", "alpaca_rougeL", "n", "nll_M0", "nll_M1", "nll_M2", "mean_forgetting", "median_forgetting",
+    "n_train", "n_removed", "filter_precision", "filter_recall", "filter_f1", "filter_auroc",
+    "precision", "recall", "f1", "auroc", "seconds", "note",
+)  # fmt: skip
+
+
+def table_columns(rows: Sequence[dict]) -> list[str]:
+    """The columns present in `rows`, in a fixed readable order (JSON key order is not kept)."""
+    present = {k for r in rows for k in r}
+    return [c for c in _COLUMN_ORDER if c in present] + sorted(present - set(_COLUMN_ORDER))
 
 
 TITLES = {

@@ -1,17 +1,42 @@
-"""Atomic file writes (temp file, fsync, rename) and JSON/JSONL helpers used by every stage."""
+"""Atomic file writes (temp file, fsync, rename) and JSON/JSONL helpers used by every stage.
+
+Also the small pieces that make a run directory safe to interrupt: `run_lock` (one process per
+run directory), `remove_stale_temps` (temp files of a killed process) and the fault-injection hook
+`fault_point` used by the reliability tests.
+
+Fault injection: `FORGETFILTER_FAULT_AT=<point>` kills the process with SIGKILL (no cleanup, like
+`kill -9`) when it reaches `<point>`. Points: `write:<file name>` (a file's content is in its temp
+file, not yet renamed into place), and the pipeline's `stage:<stage>` (after a stage's outputs are
+written) and `<scores_before|scores_after>:<k>` (after score shard k). Unset, it costs one
+environment lookup.
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .errors import ForgetFilterError
+
+FAULT_ENV = "FORGETFILTER_FAULT_AT"
+TEMP_SUFFIX = ".tmp"
+# errno values that mean "the disk cannot take this write" (full, quota, read-only, too large).
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+def fault_point(name: str) -> None:
+    """Fault injection for the reliability tests: SIGKILL this process when $FORGETFILTER_FAULT_AT == name."""
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _disk_error(path: Path, exc: OSError) -> ForgetFilterError:
@@ -32,6 +57,7 @@ def atomic_open(path: str | Path, mode: str = "w"):
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        fault_point(f"write:{path.name}")
         os.replace(tmp, path)
     except OSError as exc:
         _silent_unlink(tmp)
@@ -106,3 +132,45 @@ def temp_dir_for(final_dir: str | Path) -> Path:
         return Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", suffix=".tmp", dir=final_dir.parent))
     except OSError as exc:
         raise _disk_error(final_dir, exc) from None
+
+
+def remove_stale_temps(root: str | Path) -> list[Path]:
+    """Delete temp files and dirs (`.<name>.<random>.tmp`, `.<name>.tmp`) left under `root` by a killed process.
+
+    Only call this while holding `run_lock(root)`: a live writer's temp files look the same.
+    Returns what was removed.
+    """
+    root = Path(root)
+    found = list(root.rglob(f".*{TEMP_SUFFIX}")) if root.exists() else []
+    removed = []
+    for p in sorted(found, key=lambda q: len(q.parts)):
+        if not p.exists() and not p.is_symlink():
+            continue  # inside a temp dir removed just before
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else _silent_unlink(str(p))
+        removed.append(p)
+    return removed
+
+
+@contextmanager
+def run_lock(directory: str | Path, what: str = "run") -> Iterator[None]:
+    """Hold an exclusive lock on `directory` (created if needed); a second holder gets a clear error.
+
+    The lock is an flock on `directory/.lock`, released by the OS when the process ends, so a
+    killed process never leaves a stale lock behind.
+    """
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise _disk_error(directory, exc) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ForgetFilterError(
+                f"{directory} is in use by another {what} (wait for it to finish, or use another --out)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)

@@ -30,6 +30,10 @@ from .io import write_json, write_jsonl
 from .records import RISKS, Example
 
 DEFAULT_MAX_SAFE = 7000
+# At most this many examples per group (request) in the noisy set: JailbreakBench has up to ~9
+# jailbroken responses to each of its 100 goals, which would otherwise fill the unsafe half with
+# near-duplicates of a few dozen requests.
+GROUP_CAP = {"bias": None, "toxicity": None, "harm": 3}
 
 
 @dataclass(frozen=True)
@@ -115,9 +119,17 @@ class _Groups:
         return sum(want(ex) for g, exs in self.groups.items() if g not in self.used for ex in exs)
 
     def take(
-        self, want: Callable[[Example], bool], n: int, order: Callable[[str], Any], rng_tag: str
+        self,
+        want: Callable[[Example], bool],
+        n: int,
+        order: Callable[[str], Any],
+        rng_tag: str,
+        cap: int | None = None,
     ) -> list[Example]:
-        """Use whole groups in `order` until n wanted examples are collected; return n of them."""
+        """Use whole groups in `order` until n wanted examples are collected; return n of them.
+
+        With `cap`, at most `cap` examples of a group are used (the rest of the group is retired).
+        """
         out: list[Example] = []
         for group in sorted((g for g in self.groups if g not in self.used), key=order):
             if len(out) >= n:
@@ -125,7 +137,7 @@ class _Groups:
             hits = [ex for ex in self.groups[group] if want(ex)]
             if hits:
                 self.used.add(group)
-                out += sorted(hits, key=lambda ex: _hash(rng_tag, ex.id))
+                out += sorted(hits, key=lambda ex: _hash(rng_tag, ex.id))[:cap]
         return out[:n]
 
     def claim(self, groups: Iterable[str]) -> None:
@@ -171,7 +183,7 @@ def _select_risk_sets(
         ("safe", "safe", counts["safe"]),
     ):
         order = _training_order(groups, label, f"{cfg.seed}:{role}")
-        picked[role] = groups.take(_is(label), n, order, f"{cfg.seed}:{role}")
+        picked[role] = groups.take(_is(label), n, order, f"{cfg.seed}:{role}", GROUP_CAP[cfg.risk])
         short.check(f"noisy {role} ({cfg.risk})", n, len(picked[role]))
     left = groups.available(_is("safe"))
     n_safe = min(DEFAULT_MAX_SAFE, left) if cfg.n_safe is None else cfg.n_safe

@@ -70,16 +70,20 @@ def tiny_model_dir(preset: str = TINY_DEFAULT_PRESET, seed: int = 0) -> Path:
 
 
 def ensure_tiny(
-    preset: str = TINY_DEFAULT_PRESET, seed: int = 0, data_dir: Path | None = None
+    preset: str = TINY_DEFAULT_PRESET,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    *,
+    force: bool = False,
 ) -> Path:
-    """Build the built-in model into the cache unless a complete build is already there."""
-    from .tiny import build_tiny  # imported lazily: tiny imports training, which imports us
+    """Build the built-in model into the cache unless a complete build is there (or `force`)."""
+    from .tiny import build_tiny  # imported lazily (tiny is heavy)
 
     out = tiny_model_dir(preset, seed)
-    if (out / "build_info.json").exists():
+    if (out / "build_info.json").exists() and not force:
         return out
     with _file_lock(out.with_name(f".{out.name}.lock")):
-        if not (out / "build_info.json").exists():  # another process may have built it meanwhile
+        if force or not (out / "build_info.json").exists():  # another process may have built it
             build_tiny(out, preset=preset, seed=seed, data_dir=data_dir)
     return out
 

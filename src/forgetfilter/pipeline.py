@@ -11,8 +11,16 @@ Stages, each writing its result under the run directory:
 7. ``final``         finetune M0 on the kept examples (skipped with ``final=False``)
 
 A stage whose output is complete is skipped on rerun; training and scoring continue where they
-stopped. Training and scoring see records without labels; labels are read only by `summarise` to
-evaluate the removal.
+stopped (training from its last checkpoint: `save_every`). Training and scoring see records without
+labels; labels are read only by `summarise` to evaluate the removal.
+
+Reliability (tested in tests/test_reliability.py): every file is written atomically (`io`), so a
+process killed at any point (even `kill -9`) leaves only whole files, and rerunning the same command
+ends with the same kept/removed sets and scores as an uninterrupted run. One process at a time may
+use a run directory (`io.run_lock`); temp files of a killed process are removed on the next start.
+A full or read-only disk stops the run with a clear error and leaves completed stages intact.
+Fault-injection points for those tests: `stage:<name>` after each stage and `<scores file
+stem>:<k>` after score shard k (see `io.fault_point`).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from . import io
 from .errors import ConfigError, ForgetFilterError
 from .records import Example
 from .signals import SIGNALS, check_finite, forgetting
-from .thresholds import ThresholdChoice, ThresholdConfig, choose_threshold
+from .thresholds import METHODS, ThresholdChoice, ThresholdConfig, choose_threshold
 from .training import TrainConfig
 
 SCORE_SHARD = 256
@@ -78,6 +86,17 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.signal not in SIGNALS:
             raise ConfigError(f"unknown signal {self.signal!r}; choose from {', '.join(SIGNALS)}")
+        if self.normalise not in ("none", "relative"):
+            raise ConfigError(f"unknown normalisation {self.normalise!r}; choose none or relative")
+        t = self.threshold
+        if t.method not in METHODS:
+            raise ConfigError(f"unknown threshold method {t.method!r}; choose from {', '.join(METHODS)}")
+        if t.method == "threshold" and (t.threshold is None or not math.isfinite(t.threshold)):
+            raise ConfigError(f"--threshold must be a finite number, got {t.threshold}")
+        if t.method == "fraction" and (t.fraction is None or not 0.0 <= t.fraction <= 1.0):
+            raise ConfigError(f"--remove-fraction must be in [0, 1], got {t.fraction}")
+        if self.score_batch_size < 1 or self.curve_points < 0 or (self.safety_steps is not None and self.safety_steps < 1):
+            raise ConfigError("score_batch_size and safety_steps must be positive, curve_points >= 0")
 
     def fingerprint(self) -> dict:
         """What must match for a rerun to continue (everything but `final`)."""
@@ -113,14 +132,36 @@ class Run:
         result = fn()
         self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
         io.write_json(self.timings_path, self.timings)
+        io.fault_point(f"stage:{name}")
         return result
 
 
 def run_forgetfilter(
     noisy_path: str | Path, safe_path: str | Path, out_dir: str | Path, cfg: RunConfig, *, force: bool = False
 ) -> RunResult:
-    """Run every stage of ForgetFilter, skipping the ones already complete in `out_dir`."""
-    run = Run(Path(out_dir), cfg)
+    """Run every stage of ForgetFilter, skipping the ones already complete in `out_dir`.
+
+    Holds `out_dir`'s lock for the whole run. A disk that is full or read-only becomes a
+    ForgetFilterError; the stages completed before stay in place and a rerun continues from them.
+    """
+    out_dir = Path(out_dir)
+    with io.run_lock(out_dir, "forgetfilter run"):
+        io.remove_stale_temps(out_dir)
+        try:
+            return _run_stages(noisy_path, safe_path, out_dir, cfg, force)
+        except OSError as exc:
+            if exc.errno not in io.DISK_ERRNOS:
+                raise
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise ForgetFilterError(
+                f"cannot write under {out_dir}: {exc.strerror or exc}{where}; completed stages are "
+                "kept: free space (or make it writable) and rerun the same command to continue"
+            ) from None
+
+
+def _run_stages(noisy_path, safe_path, out_dir: Path, cfg: RunConfig, force: bool) -> RunResult:
+    """The stages of `run_forgetfilter`, in order (the caller holds the run directory's lock)."""
+    run = Run(out_dir, cfg)
     check_config(run.dir, cfg, [noisy_path, safe_path], force)
     noisy, safe = run.stage("inputs", lambda: load_inputs(run.dir, noisy_path, safe_path, cfg))
     m1 = run.stage("m1", lambda: train_stage(cfg.model, noisy, run.dir / "m1", noisy_cfg(cfg)))
@@ -129,9 +170,15 @@ def run_forgetfilter(
     after = run.stage("scores_after", lambda: score_stage(m2, noisy, run.dir / "scores_after.jsonl", cfg))
     choice, removed = run.stage("filter", lambda: filter_stage(run.dir, noisy, before, after, cfg))
     kept = [ex for ex in noisy if ex.id not in removed]
-    if cfg.final:
+    final_skipped = None
+    if cfg.final and not kept:
+        final_skipped = (
+            f"the final model was not trained: the threshold removes all {len(noisy)} examples "
+            "(choose a higher --threshold or a smaller --remove-fraction)"
+        )
+    elif cfg.final:
         run.stage("final", lambda: train_stage(cfg.model, kept, run.dir / "final", noisy_cfg(cfg)))
-    summary = summarise(run, choice, before, after)
+    summary = summarise(run, choice, before, after, final_skipped)
     return RunResult(run.dir, summary, [ex.id for ex in kept], sorted(removed))
 
 
@@ -186,7 +233,15 @@ def load_inputs(out_dir: Path, noisy_path, safe_path, cfg: RunConfig) -> tuple[l
 
 
 def _report_dict(report) -> dict:
-    return report.to_dict() if hasattr(report, "to_dict") else dict(vars(report))
+    """What was read and what was rejected (with line numbers and reasons) from one input file."""
+    return {
+        "path": report.path,
+        "n_records": report.n_records,
+        "formats": dict(report.formats),
+        "n_rejected": len(report.problems),
+        "rejected_by_reason": {r: len(lines) for r, lines in report.by_reason().items()},
+        "rejected": [{report.unit: p.line, "reason": p.reason} for p in report.problems[:1000]],
+    }
 
 
 def overlap(noisy: Sequence[Example], safe: Sequence[Example]) -> dict:
@@ -246,13 +301,26 @@ def safety_stage(m1: str, safe: Sequence[Example], noisy: Sequence[Example], run
 
 # ------------------------------------------------------------------ scoring
 def score_values(model, tokenizer, examples: Sequence[Example], cfg: RunConfig) -> list[float]:
-    """Scores of `examples` under a loaded model, rounded to 6 decimals for stable output."""
+    """Scores of `examples` under a loaded model, rounded to 6 decimals for stable output.
+
+    Records are cut to `max_length` (capped at the model's context by `signals`, as in training;
+    see the truncation policy in `batching`; the counts are in summary.json `truncated`).
+    """
+    import torch
+
     from .signals import score
 
-    kwargs = {"batch_size": cfg.score_batch_size, "max_length": cfg.noisy_train.max_length, "progress": True}
+    max_length = cfg.noisy_train.max_length
+    kwargs = {"batch_size": cfg.score_batch_size, "max_length": max_length, "progress": True}
     if cfg.signal == "rouge":
         kwargs["max_new_tokens"] = cfg.max_new_tokens
-    values = score(model, tokenizer, unlabelled(examples), cfg.signal, **kwargs)
+    try:
+        values = score(model, tokenizer, unlabelled(examples), cfg.signal, **kwargs)
+    except torch.cuda.OutOfMemoryError:
+        raise ForgetFilterError(
+            f"out of GPU memory scoring even one example at a time (max_length {max_length}); "
+            "lower --max-length or free GPU memory, then rerun the same command"
+        ) from None
     check_finite(values, f"{cfg.signal} scores")
     return [round(float(v), 6) for v in values]
 
@@ -271,9 +339,11 @@ def score_stage(model_path: str, examples: Sequence[Example], out: Path, cfg: Ru
             chunk = examples[start : start + SCORE_SHARD]
             values = score_values(model, tokenizer, chunk, cfg)
             io.write_jsonl(shard, ({"id": ex.id, "score": v} for ex, v in zip(chunk, values, strict=True)))
+            io.fault_point(f"{out.stem}:{start // SCORE_SHARD}")
         rows = [r for p in sorted(parts.glob("part-*.jsonl")) for r in io.read_jsonl(p)]
         io.write_jsonl(out, rows)
-        shutil.rmtree(parts, ignore_errors=True)
+    # Shards are deleted only once the merged file is in place (also after a kill right between).
+    shutil.rmtree(out.with_suffix(".parts"), ignore_errors=True)
     return _scores_in_order(io.read_jsonl(out), examples, out)
 
 
@@ -343,8 +413,14 @@ def write_filter_outputs(run_dir, noisy, before, after, score, curve, choice, re
 
 
 # ------------------------------------------------------------------ summary (the only place labels are read)
-def summarise(run: Run, choice: ThresholdChoice, before: np.ndarray, after: np.ndarray) -> dict:
-    """Write summary.json: counts, phi and why, timings, and label-based quality where labels exist."""
+def summarise(
+    run: Run, choice: ThresholdChoice, before: np.ndarray, after: np.ndarray, final_skipped: str | None = None
+) -> dict:
+    """Write summary.json: counts, phi and why, truncation, timings, and label-based quality where labels exist.
+
+    A degenerate threshold (removes nothing or everything) adds `warning`; a final stage skipped
+    because nothing is left adds `final_skipped` (and `final_model` is None).
+    """
     inputs = io.read_json(run.dir / "inputs.json")
     kept, removed = io.read_jsonl(run.dir / "kept.jsonl"), io.read_jsonl(run.dir / "removed.jsonl")
     rows = io.read_jsonl(run.dir / "scores.jsonl")
@@ -355,20 +431,38 @@ def summarise(run: Run, choice: ThresholdChoice, before: np.ndarray, after: np.n
         "threshold": choice.to_dict(),
         "counts": accounting(inputs["noisy"], kept, removed),
         "safe_noisy_overlap": inputs["safe_noisy_overlap"]["count"],
+        "truncated": truncation(run.dir),
         "timings_s": run.timings,
         "quality": label_quality(kept + removed, rows),
         "outputs": {k: str(run.dir / k) for k in ("kept.jsonl", "removed.jsonl", "scores.jsonl")},
-        "final_model": str(run.dir / "final" / "model") if run.cfg.final else None,
+        "final_model": str(run.dir / "final" / "model") if run.cfg.final and not final_skipped else None,
     }
     if choice.degenerate:
         summary["warning"] = f"the threshold removes {'nothing' if choice.n_removed == 0 else 'everything'}: {choice.reason}"
+    if final_skipped:
+        summary["final_skipped"] = final_skipped
     io.write_json(run.dir / "summary.json", summary)
     return summary
 
 
+def truncation(run_dir: Path) -> dict:
+    """Records cut to the context (batching's truncation policy), counted by training M1 and M2.
+
+    Scoring uses the same max_length and tokenizer as training M1, so the noisy count is also
+    the number of noisy records scored truncated.
+    """
+    out: dict = {"policy": "forgetfilter.batching: prompt cut at the left, a response over max_length - 16 cut at the right"}
+    for name, stage in (("noisy", "m1"), ("safe", "m2")):
+        path = run_dir / stage / "train_state.json"
+        state = io.read_json(path) if path.exists() else {}
+        out[name] = state.get("truncated_records")
+        out.setdefault("max_length", state.get("max_length"))
+    return out
+
+
 def accounting(read_report: dict, kept: list[dict], removed: list[dict]) -> dict:
     """Counts that reconcile: input lines = kept + removed + rejected at load, by source and label."""
-    rejected = int(read_report.get("n_rejected", read_report.get("n_skipped", 0)) or 0)
+    rejected = read_report["n_rejected"]
     counts = {
         "kept": len(kept),
         "removed": len(removed),
@@ -406,12 +500,13 @@ PAPER_DEFAULTS = {"finetune": "lora", "lr": 2e-4, "epochs": 3.0, "safety_lr": 2e
 
 def default_run_config(model: str = "tiny", *, full=None, lr=None, safety_lr=None, epochs=None,
                        batch_size=None, micro_batch_size=None, max_length=None, dtype=None,
-                       normalise=None, **run_fields) -> RunConfig:
+                       normalise=None, save_every=None, **run_fields) -> RunConfig:
     """A RunConfig with defaults for `model`, overridden by the non-None arguments.
 
     Hugging Face models get the paper's settings (LoRA r=8, alpha=16, dropout 0.05, lr 2e-4,
     batch 32). The built-in `tiny` model (a few million parameters) is finetuned fully at lr 5e-4
-    for 5 epochs: LoRA r=8 barely learns the unsafe examples at that size.
+    for 5 epochs: LoRA r=8 barely learns the unsafe examples at that size. `save_every` (steps)
+    checkpoints every training stage, so a killed run resumes inside a stage, not at its start.
     """
     base = dict(TINY_DEFAULTS if model == "tiny" else PAPER_DEFAULTS)
     given = {"lr": lr, "safety_lr": safety_lr, "epochs": epochs, "max_length": max_length}
@@ -419,7 +514,7 @@ def default_run_config(model: str = "tiny", *, full=None, lr=None, safety_lr=Non
     if full is not None:
         base["finetune"] = "full" if full else "lora"
     common = {"finetune": base["finetune"], "max_length": base["max_length"], "dtype": dtype}
-    common |= {k: v for k, v in {"batch_size": batch_size, "micro_batch_size": micro_batch_size}.items() if v}
+    common |= {k: v for k, v in {"batch_size": batch_size, "micro_batch_size": micro_batch_size, "save_every": save_every}.items() if v}
     noisy = TrainConfig(lr=base["lr"], epochs=base["epochs"], **common)
     safety = TrainConfig(lr=base["safety_lr"], epochs=1.0, **common)
     if normalise is not None:

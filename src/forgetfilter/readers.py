@@ -402,7 +402,16 @@ def read_examples(
     if report.problems and not skip_invalid:
         raise report.error()
     if not examples:
-        raise InputError(f"no valid records ({len(report.problems)} skipped)", str(path))
+        if not report.problems:
+            raise InputError("no valid records", str(path))
+        first = report.problems[0]
+        counts = ", ".join(f"{r}: {len(w)}" for r, w in sorted(report.by_reason().items()))
+        raise InputError(
+            f"no valid records ({len(report.problems)} skipped: {counts}); the first bad one: "
+            f"{first.reason} at {unit} {first.line}",
+            str(path),
+            first.line,
+        )
     return examples, report
 
 

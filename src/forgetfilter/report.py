@@ -438,3 +438,50 @@ def _num(v: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
+
+
+# ---------------------------------------------------------------- the demo's report
+def demo_report(out: str | Path, results: Mapping[str, Mapping[str, Any]]) -> Path:
+    """`forgetfilter demo`'s report.html: per risk the filter summary, the comparison table, a bar
+    chart of it, and the forgetting histogram by group (read from `<out>/<risk>/run/scores.jsonl`
+    and `<out>/<risk>/data/noisy.jsonl` when they exist).
+
+    `results[risk]` holds `filter` (the run's summary.json), `table` (rows with a `method` key).
+    """
+    out = Path(out)
+    sections = [_demo_section(out, risk, res) for risk, res in results.items()]
+    return write_report(out, "ForgetFilter demo", sections, meta="forgetfilter demo")
+
+
+def _demo_section(out: Path, risk: str, res: Mapping[str, Any]) -> Section:
+    summary, rows = res.get("filter") or {}, list(res.get("table") or [])
+    blocks: list[str | Table | Image] = [_filter_text(summary)]
+    if rows:
+        blocks.append(Table(rows, caption=f"{risk}: delivered models"))
+        metrics = [k for k in rows[0] if k != "method"]
+        png = plot_bars(rows, metrics, out / "plots" / f"demo_{risk}.png", title=f"{risk}: per-model metrics",
+                        highlight=tuple(r["method"] for r in rows if "forgetfilter" in str(r["method"]).lower()))  # fmt: skip
+        blocks.append(Image(png, "ForgetFilter in red"))
+    scores, noisy = out / risk / "run" / "scores.jsonl", out / risk / "data" / "noisy.jsonl"
+    if scores.exists() and noisy.exists():
+        groups = {str(r["id"]): example_group(r) for r in io.read_jsonl(noisy)}
+        phi = (summary.get("threshold") or {}).get("phi")
+        png = plot_forgetting_by_group(
+            io.read_jsonl(scores), groups, out / "plots" / f"demo_{risk}_hist.png", phi=phi
+        )
+        blocks.append(
+            Image(png, "forgetting score of each noisy example by group; dashed: the chosen phi")
+        )
+    return Section(f"Risk: {risk}", blocks)
+
+
+def _filter_text(summary: Mapping[str, Any]) -> str:
+    c, t = summary.get("counts") or {}, summary.get("threshold") or {}
+    lines = [
+        f"- removed {c.get('removed')} of {c.get('input')} examples; phi = {fmt(t.get('phi'))}: {t.get('reason', '')}"
+    ]
+    q = ((summary.get("quality") or {}).get("forgetting")) or {}
+    if q:
+        lines.append(f"- against the hidden labels: precision {fmt(q.get('precision'))}, recall {fmt(q.get('recall'))}, "
+                     f"F1 {fmt(q.get('f1'))}, AUROC {fmt(q.get('auroc'))}")  # fmt: skip
+    return "\n".join(lines)

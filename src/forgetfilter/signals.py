@@ -34,6 +34,10 @@ from .records import Example
 
 SIGNALS = ("loss", "rouge")
 MAX_NEW_TOKENS_CAP = 500
+# Extra `model.generate` options used on CUDA unless the caller passes its own (benchmarks/gpu.py
+# measures dynamic cache vs `{"cache_implementation": "static", "disable_compile": True}` vs a static
+# cache with torch.compile of decoding); empty = the dynamic KV cache, the CPU behaviour.
+CUDA_GENERATION_DEFAULTS: dict = {}
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -85,6 +89,7 @@ def response_nll(
     rows x padded width of a batch instead of a fixed row count (`batch_size` stays the row cap).
     """
     model.eval()
+    max_length = _cap_length(model, max_length)
     enc = [encode_example(tokenizer, ex, max_length) for ex in examples]
     lengths = [len(e.input_ids) for e in enc]
     if max_batch_tokens:
@@ -166,20 +171,25 @@ def generate(
     """Greedy continuations of rendered prompts, batched, left-padded and length-sorted.
 
     `max_new_tokens` may be one number or one per prompt: a batch decodes up to its largest, and
-    each output is cut to its own budget, so results do not depend on the batching. Prompts are
+    each output is cut to its own budget, so results do not depend on the batching. Budgets and
+    `max_length` are capped so prompt + new tokens fit the model's position embeddings. Prompts are
     sorted by (budget, length) so a batch's rows need similar numbers of steps. With
     `first_line_only`, a row stops once its first non-empty line is complete (the returned text
     then holds at least that line; everything ROUGE scoring reads). Extra keyword arguments go to
     `model.generate` (e.g. `cache_implementation="static"` on CUDA, which also compiles decoding).
     """
     model.eval()
+    max_length = _cap_length(model, max_length)
     limits = _per_item(max_new_tokens, len(prompts))
+    positions = _position_limit(model)
+    if positions:  # prompt (>= 8 tokens) + new tokens must fit the position embeddings
+        limits = [min(lim, positions - 8) for lim in limits]
     ids = [encode_prompt(tokenizer, p, max(max_length - lim, 8)) for p, lim in zip(prompts, limits, strict=True)]
-    order = sorted(range(len(ids)), key=lambda i: (-limits[i], -len(ids[i]), i))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = generation_batches([len(x) for x in ids], limits, batch_size, positions)
     device = _device_of(model)
     pad_id = _pad_id(tokenizer)
-    kwargs = {"do_sample": False, **gen_kwargs}
+    defaults = CUDA_GENERATION_DEFAULTS if device.type == "cuda" and "cache_implementation" not in gen_kwargs else {}
+    kwargs = {"do_sample": False, **defaults, **gen_kwargs}
 
     def gen(batch: list[int]) -> list[str]:
         b = {k: v.to(device) for k, v in collate_prompts([ids[i] for i in batch], pad_id).items()}
@@ -263,6 +273,31 @@ class FirstLineStop:
         return self.done.clone()
 
 
+def generation_batches(
+    lengths: Sequence[int], limits: Sequence[int], batch_size: int, positions: int | None = None
+) -> list[list[int]]:
+    """Batches for generation: sorted by (budget, prompt length), at most `batch_size` rows.
+
+    Every row of a batch is decoded for the batch's largest budget on a prompt padded to the
+    batch's longest, so with a position limit a batch also keeps longest + largest <= `positions`
+    (a row that fits alone always gets a batch).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-limits[i], -lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = budget = 0
+    for i in order:
+        w, b = max(width, lengths[i]), max(budget, limits[i])
+        if current and (len(current) >= batch_size or (positions is not None and w + b > positions)):
+            batches.append(current)
+            current, w, b = [], lengths[i], limits[i]
+        current.append(i)
+        width, budget = w, b
+    if current:
+        batches.append(current)
+    return batches
+
+
 def _per_item(value: int | Sequence[int], n: int) -> list[int]:
     return [int(value)] * n if isinstance(value, int) else [int(v) for v in value]
 
@@ -331,8 +366,10 @@ def score(model, tokenizer, examples: Sequence[Example], signal: str, **kwargs) 
 def forgetting(before: np.ndarray, after: np.ndarray, signal: str, normalise: str = "none") -> np.ndarray:
     """How much each example was forgotten: larger means more forgotten.
 
-    normalise: `none` (after - before for loss, before - after for rouge), or `relative`
-    (divided by the before value: after/before - 1 for loss; the fraction of ROUGE lost for rouge).
+    normalise: `none` (after - before for loss, before - after for rouge), `relative`
+    (divided by the before value: after/before - 1 for loss; the fraction of ROUGE lost for rouge),
+    or `relative+static` (mean of the rank of the relative forgetting and the rank of how well M1
+    had learned the example: low NLL / high ROUGE before; scores in (0, 1]).
     """
     before, after = np.asarray(before, float), np.asarray(after, float)
     diff = after - before if signal == "loss" else before - after
@@ -340,7 +377,21 @@ def forgetting(before: np.ndarray, after: np.ndarray, signal: str, normalise: st
         return diff
     if normalise == "relative":
         return diff / np.maximum(np.abs(before), 1e-6)
-    raise ValueError(f"unknown normalisation {normalise!r}")
+    if normalise == "relative+static":
+        rel = diff / np.maximum(np.abs(before), 1e-6)
+        learned = -before if signal == "loss" else before
+        return (_ranks(rel) + _ranks(learned)) / 2
+    raise ValueError(f"unknown normalisation {normalise!r}; choose from {NORMALISATIONS}")
+
+
+NORMALISATIONS = ("none", "relative", "relative+static")
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks scaled to (0, 1]."""
+    from scipy.stats import rankdata
+
+    return rankdata(x) / max(len(x), 1)
 
 
 def check_finite(values: np.ndarray, what: str) -> None:
@@ -354,6 +405,19 @@ def check_finite(values: np.ndarray, what: str) -> None:
 
 def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _position_limit(model) -> int | None:
+    """The longest sequence the (base) model's positions cover, None when unbounded/unknown."""
+    from .models import max_positions
+
+    return max_positions(model.get_base_model() if hasattr(model, "get_base_model") else model)
+
+
+def _cap_length(model, max_length: int) -> int:
+    """`max_length` capped at the model's position limit (as training does)."""
+    limit = _position_limit(model)
+    return min(max_length, limit) if limit else max_length
 
 
 def _device_of(model) -> torch.device:

@@ -75,7 +75,7 @@ PRESETS: dict[str, TinyPreset] = {
     "micro": TinyPreset(2, 64, 2, 1024, 128, 300_000, 60_000, 8, 3e-3, 96, 1, 8, 2e-3),
     # The default: about 2.6M parameters, a few minutes on a 2-core CPU.
     "tiny": TinyPreset(4, 192, 3, 4096, 256, 8_000_000, 1_200_000, 16, 2e-3, 2000, 1, 16, 1e-3),
-    # For GPUs: about 45M parameters, the whole pretraining text twice.
+    # For GPUs: about 42M parameters, the whole pretraining text about twice.
     "small": TinyPreset(12, 512, 8, 8192, 512, 0, 12_000_000, 32, 6e-4, 0, 2, 32, 2e-4),
 }
 
@@ -235,10 +235,10 @@ def new_model(spec: TinyPreset, tokenizer: Any, seed: int) -> torch.nn.Module:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
-        loss_type="ForCausalLM",
     )
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(config)
+    model.loss_type = "ForCausalLM"  # GPT2LMHeadModel's name does not say it (avoids a warning)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model

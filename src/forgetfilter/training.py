@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
 import os
 import random
@@ -62,7 +63,14 @@ import torch
 
 from . import batching, io
 from .errors import ConfigError, NumericalError
-from .models import LoraSettings, apply_lora, load_model, max_positions, resolve_dtype
+from .models import (
+    LoraSettings,
+    apply_lora,
+    is_peft_model,
+    load_model,
+    max_positions,
+    resolve_dtype,
+)
 from .records import Example
 
 FAULT_EXIT_CODE = 86
@@ -300,9 +308,8 @@ class _Run:
         )
 
     def check_identity(self, state: dict, what: str) -> None:
-        mine, theirs = _comparable(self.identity), _comparable(state.get("identity", {}))
-        if mine != theirs:
-            changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        changed = _differences(_comparable(self.identity), _comparable(state.get("identity", {})))
+        if changed:
             raise ConfigError(
                 f"{self.out_dir} holds {what} with different settings ({', '.join(changed)}); "
                 "use another output directory or --no-resume to start over"
@@ -351,7 +358,11 @@ class _Run:
         return path
 
     def load(self, ckpt: Path | None, dtype: torch.dtype) -> tuple[Any, Any]:
-        """The starting model: the checkpoint's weights when resuming, else the base (+ new LoRA)."""
+        """The starting model: the checkpoint's weights when resuming, else the base (+ LoRA).
+
+        Starting from a LoRA adapter (e.g. a previous run's `model/`), `lora` finetuning goes on
+        training that adapter (its own rank and targets) and `full` finetuning merges it first.
+        """
         load_dtype = torch.float32 if self.cfg.finetune == "full" else dtype
         device = self.acc.device
         if ckpt is not None:
@@ -359,7 +370,9 @@ class _Run:
         model, tokenizer = load_model(
             self.model_name, dtype=load_dtype, device=device, trainable=True
         )
-        if self.cfg.finetune == "lora":
+        if is_peft_model(model) and self.cfg.finetune == "full":
+            model = model.merge_and_unload().requires_grad_(True)
+        elif not is_peft_model(model) and self.cfg.finetune == "lora":
             model = apply_lora(model, self.cfg.lora)
         return model, tokenizer
 
@@ -374,6 +387,8 @@ class _Run:
         self.step, self.tokens, self.prior_elapsed, self.last_loss = 0, 0, 0.0, None
         self.resumed_from = None
         if ckpt is None:
+            if self.acc.is_main_process:  # lines of a killed run that had no checkpoint yet
+                _truncate_log(self.out_dir / "log.jsonl", 0)
             return
         state = io.read_json(ckpt / "state.json")
         self.step, self.tokens, self.prior_elapsed = (
@@ -404,14 +419,16 @@ class _Run:
         )
         self.t0 = time.time()
         run_tokens = 0
-        while self.step < self.plan.total_steps:
-            loss, n_tokens = self.train_step(self.step)
-            self.step += 1
-            self.tokens += n_tokens
-            run_tokens += n_tokens
-            self.last_loss = loss
-            self.after_step(bar, run_tokens, callback, callback_every)
-        bar.close()
+        try:  # close the bar also on an error, so the error message starts on its own line
+            while self.step < self.plan.total_steps:
+                loss, n_tokens = self.train_step(self.step)
+                self.step += 1
+                self.tokens += n_tokens
+                run_tokens += n_tokens
+                self.last_loss = loss
+                self.after_step(bar, run_tokens, callback, callback_every)
+        finally:
+            bar.close()
         return self.finish()
 
     def after_step(
@@ -535,6 +552,13 @@ class _Run:
             "loss": self.last_loss,
             "elapsed_s": self.elapsed(),
             "world_size": self.world,
+            "data_position": dict(
+                zip(
+                    ("epoch", "step_in_epoch"),
+                    divmod(self.step, self.plan.steps_per_epoch),
+                    strict=True,
+                )
+            ),
             "identity": self.identity,
         }
 
@@ -628,6 +652,18 @@ def _comparable(identity: dict) -> dict:
     return {**{k: v for k, v in identity.items() if k != "config"}, "config": config}
 
 
+def _differences(mine: dict, theirs: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the fields that differ between two nested dicts."""
+    out = []
+    for key in sorted(set(mine) | set(theirs)):
+        a, b = mine.get(key), theirs.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(prefix + key)
+    return out
+
+
 def _sum_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Summed next-token cross-entropy over positions whose label is not -100."""
     shift_logits = logits[:, :-1, :].float()
@@ -676,10 +712,20 @@ def _set_rng(state: dict[str, Any]) -> None:
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past `step` (written by an interrupted run after its last checkpoint)."""
+    """Drop log lines past `step` (written by an interrupted run after its last checkpoint).
+
+    A line cut short by a kill during its append is dropped too.
+    """
     if not path.exists():
         return
-    rows = [r for r in io.read_jsonl(path) if r.get("step", 0) <= step]
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and row.get("step", 0) <= step:
+            rows.append(row)
     io.write_jsonl(path, rows)
 
 

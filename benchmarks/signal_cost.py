@@ -1,0 +1,155 @@
+"""Cost of the loss signal (teacher-forced response NLL) vs the rouge signal (greedy ROUGE-1).
+
+Both signals score the same records on the same model, measured side by side in one process in
+the order loss, rouge, loss, rouge(cap), loss, so machine load affects both alike. The rouge
+signal runs with the paper's budget (each target's length + 8 new tokens, at most 500) and, as a
+second row, with `--max-new-tokens` (default 500) for every record.
+
+With `--run-dir DIR` (a `forgetfilter run` output) it also scores the run's noisy records on its
+M1 and M2 and reports the AUROC of forgetting for label == unsafe, for both signals.
+
+    python benchmarks/signal_cost.py --quick
+    python benchmarks/signal_cost.py --model tiny --records data/bias/noisy.jsonl
+    python benchmarks/signal_cost.py --run-dir runs/bias-loss
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import _common as C  # noqa: N812
+import numpy as np
+import torch
+
+from forgetfilter import signals
+from forgetfilter.batching import encode_example
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="tiny", help="model name/path, `tiny`, or `random` (a random toy GPT-2)")
+    p.add_argument("--records", default=None, help="JSONL records (default: synthetic bias-like mixture)")
+    p.add_argument("--n", type=int, default=600, help="records to score")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--max-new-tokens", type=int, default=500, help="the fixed-cap rouge row")
+    p.add_argument("--run-dir", default=None, help="a forgetfilter run dir: AUROCs of both signals on M1/M2")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quick", action="store_true", help="fewer records, cap row at 64 tokens")
+    p.add_argument("--json", default=None, help="also write the results here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n, args.max_new_tokens = min(args.n, 200), min(args.max_new_tokens, 64)
+    return args
+
+
+def load(model: str, device: str, records):
+    """(model, tokenizer) by name, or a random toy GPT-2 with a tokenizer trained on the records."""
+    if model == "random":
+        tok = C.train_tokenizer(records, vocab_size=2000)
+        m = C.random_model(C.model_config("toy", len(tok), 512), tok, device, torch.float32)
+        return m, tok
+    from forgetfilter.models import load_model
+
+    return load_model(model, device=device, dtype="fp32")
+
+
+def cost_rows(model, tok, records, args) -> list[dict]:
+    """Seconds and tokens/s of both signals, interleaved; ratio rouge/loss."""
+    kw = {"batch_size": args.batch_size, "max_length": args.max_length, "progress": False}
+    real = sum(len(encode_example(tok, ex, args.max_length).input_ids) for ex in records)
+    signals.response_nll(model, tok, records[: args.batch_size], **kw)  # warm-up
+    runs = {
+        "loss": lambda: signals.response_nll(model, tok, records, **kw),
+        "rouge (target+8, cap 500)": lambda: signals.greedy_rouge1(model, tok, records, **kw),
+        f"rouge (cap {args.max_new_tokens})": lambda: signals.greedy_rouge1(
+            model, tok, records, max_new_tokens=args.max_new_tokens, **kw),
+        "rouge (target+8), no first-line stop": lambda: _rouge_without_early_stop(model, tok, records, kw),
+    }
+    order = ["loss", "rouge (target+8, cap 500)", "loss", f"rouge (cap {args.max_new_tokens})", "loss",
+             "rouge (target+8), no first-line stop", "loss"]
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for name in order:
+        s, _ = C.timed(runs[name], args.device)
+        times[name].append(s)
+    loss_s = float(np.median(times["loss"]))
+    budget = sum(signals.target_lengths(tok, records))
+    rows = []
+    for name, ts in times.items():
+        s = float(np.median(ts))
+        new = budget if "target" in name else (args.max_new_tokens * len(records) if "cap" in name else 0)
+        rows.append({"signal": name, "runs": len(ts), "seconds": s, "examples_per_s": len(records) / s,
+                     "prompt+resp_tok_per_s": real / s, "gen_budget_tokens": new or None,
+                     "ratio_vs_loss": s / loss_s, "loss_runs_s": ",".join(f"{t:.2f}" for t in times["loss"])
+                     if name == "loss" else None})
+    return rows
+
+
+def _rouge_without_early_stop(model, tok, records, kw) -> np.ndarray:
+    """greedy_rouge1 as before the first-line stop: whole generations up to each budget."""
+    from forgetfilter.metrics import rouge1_f
+
+    outs = signals.generate(model, tok, [ex.prompt for ex in records],
+                            max_new_tokens=signals.target_lengths(tok, records), **kw)
+    return np.asarray([rouge1_f(signals.normalise_for_rouge(o), signals.normalise_for_rouge(ex.response))
+                       for o, ex in zip(outs, records, strict=True)])
+
+
+def auroc_rows(run_dir: Path, args) -> list[dict]:
+    """AUROC of forgetting (label == unsafe) for both signals, scored on the run's M1 and M2."""
+    from forgetfilter.metrics import auroc
+    from forgetfilter.models import load_model
+
+    cfg = json.loads((run_dir / "config.json").read_text())
+    noisy_path = next(iter(cfg["inputs"]))
+    records = C.read_records(noisy_path)
+    unsafe = [ex.label == "unsafe" for ex in records]
+    kw = {"batch_size": args.batch_size, "max_length": args.max_length, "progress": False}
+    scores: dict[tuple[str, str], np.ndarray] = {}
+    secs: dict[str, float] = {"loss": 0.0, "rouge": 0.0}
+    for stage in ("m1", "m2"):
+        model, tok = load_model(str(run_dir / stage / "model"), device=args.device, dtype="fp32")
+        for sig in ("loss", "rouge"):
+            t0 = time.perf_counter()
+            scores[stage, sig] = signals.score(model, tok, records, sig, **kw)
+            secs[sig] += time.perf_counter() - t0
+    rows = []
+    for sig in ("loss", "rouge"):
+        for norm in ("none", "relative"):
+            f = signals.forgetting(scores["m1", sig], scores["m2", sig], sig, norm)
+            rows.append({"signal": sig, "normalise": norm, "auroc_unsafe": auroc(unsafe, f),
+                         "n": len(records), "n_unsafe": sum(unsafe), "scoring_s_both_models": secs[sig]})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Print the cost table (and the AUROC table with --run-dir)."""
+    args = parse_args(argv)
+    torch.manual_seed(0)
+    records = C.read_records(args.records, args.n) if args.records else C.synthetic_records(args.n)
+    model, tok = load(args.model, args.device, records)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"# signal cost: model={args.model} ({n_params / 1e6:.2f}M params) records={len(records)} "
+          f"device={args.device} batch={args.batch_size} max_length={args.max_length}", flush=True)
+    rows = cost_rows(model, tok, records, args)
+    print(C.table(rows))
+    out = {"args": vars(args), "cost": rows}
+    ratio = rows[1]["ratio_vs_loss"]
+    print(f"\nrouge (paper budget) / loss = {ratio:.1f}x  (target >= 20x: {'MET' if ratio >= 20 else 'NOT MET'})")
+    if args.run_dir:
+        arows = auroc_rows(Path(args.run_dir), args)
+        print("\n# AUROC of forgetting for label == unsafe (M1 -> M2 of the run)")
+        print(C.table(arows))
+        out["auroc"] = arows
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Model loading, name resolution, LoRA targets, adapter save/load/merge."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from forgetfilter import io, models
+from forgetfilter.cli import main
+from forgetfilter.errors import ConfigError
+from forgetfilter.models import (
+    LoraSettings,
+    apply_lora,
+    export_merged,
+    find_lora_targets,
+    load_model,
+    resolve_dtype,
+    resolve_model,
+    save_model,
+)
+
+
+def logits(model, tokenizer, text: str = "### Instruction:\nhello there") -> torch.Tensor:
+    ids = tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        return model(**ids).logits
+
+
+def test_load_model_defaults(micro_model_dir):
+    model, tok = load_model(micro_model_dir)
+    assert tok.padding_side == "right" and tok.pad_token_id is not None
+    assert tok.pad_token_id != tok.eos_token_id  # the tiny tokenizer has its own pad token
+    assert model.config.pad_token_id == tok.pad_token_id
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    assert next(model.parameters()).dtype == torch.float32
+    half, _ = load_model(micro_model_dir, dtype="bf16", trainable=True)
+    assert next(half.parameters()).dtype == torch.bfloat16 and half.training
+
+
+def test_resolve_names(micro_model_dir, tmp_path):
+    assert resolve_model("tiny:micro") == str(micro_model_dir)
+    assert resolve_model("org/some-hub-model") == "org/some-hub-model"
+    (tmp_path / "model").mkdir()
+    io.write_json(tmp_path / "train_state.json", {"complete": True})
+    assert resolve_model(tmp_path) == str(tmp_path / "model")
+    with pytest.raises(ConfigError):
+        resolve_model("tiny:micro:x")
+    with pytest.raises(ConfigError):
+        resolve_dtype("fp8")
+
+
+def test_tiny_is_built_once_under_concurrency(monkeypatch, tmp_path):
+    monkeypatch.setenv("FORGETFILTER_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_build(out, preset, seed, data_dir=None):
+        calls.append(preset)
+        time.sleep(0.3)
+        tmp = io.temp_dir_for(out)
+        io.write_json(tmp / "build_info.json", {"preset": preset})
+        io.replace_dir(tmp, out)
+        return out
+
+    monkeypatch.setattr("forgetfilter.tiny.build_tiny", fake_build)
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(resolve_model("tiny:nano:s2")))
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == ["nano"]
+    assert set(results) == {str(tmp_path / "models" / "tiny-nano-s2")}
+
+
+def test_lora_targets_by_architecture(micro_model_dir):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    gpt2, _ = load_model(micro_model_dir)
+    assert find_lora_targets(gpt2) == (["c_attn"], True)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2)  # fmt: skip
+    assert find_lora_targets(LlamaForCausalLM(cfg)) == (["q_proj", "v_proj"], False)
+
+    class Custom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up, self.down, self.lm_head = nn.Linear(4, 8), nn.Linear(8, 4), nn.Linear(4, 10)
+
+    assert find_lora_targets(Custom()) == (["down", "up"], False)
+
+
+def test_adapter_save_load_and_merge(micro_model_dir, tmp_path):
+    base, tok = load_model(micro_model_dir, trainable=True)
+    model = apply_lora(base, LoraSettings(r=4, alpha=8))
+    assert models.model_summary(model)["trainable"] < models.model_summary(model)["params"] / 5
+    with torch.no_grad():  # make the adapter non-trivial (B starts at zero)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    model.eval()
+    expected = logits(model, tok)
+    save_model(model, tok, tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
+    loaded, ltok = load_model(tmp_path / "adapter")
+    torch.testing.assert_close(logits(loaded, ltok), expected)
+    assert (
+        main(
+            [
+                "model",
+                "export-merged",
+                "--model",
+                str(tmp_path / "adapter"),
+                "--out",
+                str(tmp_path / "merged"),
+            ]
+        )
+        == 0
+    )
+    merged, mtok = load_model(tmp_path / "merged")
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    torch.testing.assert_close(logits(merged, mtok), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_trainable_adapter_reload(micro_model_dir, tmp_path):
+    model = apply_lora(load_model(micro_model_dir, trainable=True)[0])
+    save_model(model, load_model(micro_model_dir)[1], tmp_path / "a")
+    again, _ = load_model(tmp_path / "a", trainable=True)
+    names = [n for n, p in again.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n for n in names)
+    export_merged(tmp_path / "a", tmp_path / "m")
+    assert Path(tmp_path / "m" / "model.safetensors").exists()
