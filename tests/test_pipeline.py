@@ -68,6 +68,19 @@ def test_scores_do_not_depend_on_labels(micro_model_dir, tmp_path):
         r["label"], r["risk"] = None, None
     io.write_jsonl(tmp_path / "nolabels.jsonl", rows)
     run_forgetfilter(tmp_path / "nolabels.jsonl", safe, tmp_path / "b", cfg)
-    strip = lambda p: [{k: r[k] for k in ("id", "before", "after", "forgetting", "removed")} for r in io.read_jsonl(p)]
+
+    def strip(p):
+        return [{k: r[k] for k in ("id", "before", "after", "forgetting", "removed")} for r in io.read_jsonl(p)]
+
     assert strip(tmp_path / "a" / "scores.jsonl") == strip(tmp_path / "b" / "scores.jsonl")
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["quality"] is None
+
+
+def test_lora_run_stacks_safety_finetuning_on_the_noisy_adapter(micro_model_dir, tmp_path):
+    noisy, safe = make_data(tmp_path)
+    cfg = default_run_config(str(micro_model_dir), full=False, epochs=1, batch_size=8, micro_batch_size=8, max_length=64, safety_steps=2)
+    cfg.score_batch_size = 8
+    result = run_forgetfilter(noisy, safe, tmp_path / "run", cfg)
+    for stage in ("m1", "m2", "final"):
+        assert (tmp_path / "run" / stage / "model" / "adapter_config.json").exists()
+    assert result.summary["counts"]["input"] == 36

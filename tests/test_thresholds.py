@@ -24,7 +24,7 @@ def test_auto_on_unimodal_scores_removes_nothing_and_says_so():
     scores = np.random.default_rng(1).normal(0, 1, 500)
     choice = choose_threshold(scores, ThresholdConfig("auto"))
     assert choice.n_removed == 0 and choice.degenerate
-    assert "unimodal" in choice.reason
+    assert "one group" in choice.reason
 
 
 def test_auto_is_deterministic_under_seed():

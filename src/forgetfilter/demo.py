@@ -37,12 +37,12 @@ class DemoConfig:
     risk: str = "bias"
     n: int = 600
     n_safe: int = 400
-    n_eval: int = 150
+    n_eval: int = 300
     safety_steps: int | None = None
     seed: int = 0
     model: str = "tiny"
     epochs: float | None = None
-    sequential_epochs: float = 1.0
+    sequential_epochs: float = 3.0
 
 
 SAFETY_METRIC = {
@@ -154,6 +154,7 @@ def comparison_rows(risk: str, evals: dict[str, dict]) -> list[dict]:
     for name, res in evals.items():
         s = res["suites"]
         row = {"method": name, key: s[suite].get(key), "squad_f1": s["squad"].get("f1")}
+        row["squad_answer_nll"] = s["squad"].get("answer_nll")
         if risk == "bias":
             row["acc_ambig"] = s[suite].get("acc_ambig")
         if risk == "harm":
@@ -194,7 +195,8 @@ def _print_table(rows: list[dict], note: str) -> None:
     for r in rows:
         cells = [f"{r[k]:>28}" if i == 0 else f"{_fmt(r[k]):>12}" for i, k in enumerate(keys)]
         print("  " + " | ".join(cells))
-    print(f"  ({note}; squad_f1: SQuAD v1.1 F1 x100, higher is better)")
+    print(f"  ({note}; squad_f1: SQuAD v1.1 F1 x100, higher is better;")
+    print("   squad_answer_nll: mean NLL of the gold answers, nats/token, lower is better)")
 
 
 def _fmt(v) -> str:

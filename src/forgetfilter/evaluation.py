@@ -321,7 +321,9 @@ def _eval_squad(r: _Runner, examples: list[Example]) -> dict[str, Any]:
     for ex, out, g in zip(examples, outputs, golds, strict=True):
         em, f1 = metrics.squad_example_scores(out, g)
         r.record("squad", ex, output=out, answers=g, exact_match=em, f1=f1)
-    return metrics.squad_scores(outputs, golds)
+    result = metrics.squad_scores(outputs, golds)
+    result["answer_nll"] = _mean(r.nll(examples))
+    return result
 
 
 def _eval_alpaca(r: _Runner, examples: list[Example]) -> dict[str, Any]:
@@ -407,7 +409,7 @@ _HEADLINE = {
     "bias": ("acc_ambig", "acc_disambig", "s_amb", "s_dis"),
     "toxicity": ("mean_toxicity", "frac_toxic"),
     "harm": ("mean_harm", "frac_harmful", "refusal_rate"),
-    "squad": ("exact_match", "f1"),
+    "squad": ("exact_match", "f1", "answer_nll"),
     "alpaca": ("rouge_l", "response_nll"),
 }
 

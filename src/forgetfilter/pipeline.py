@@ -433,7 +433,7 @@ def summarise(
         "safe_noisy_overlap": inputs["safe_noisy_overlap"]["count"],
         "truncated": truncation(run.dir),
         "timings_s": run.timings,
-        "quality": label_quality(kept + removed, rows),
+        "quality": label_quality(kept + removed, rows, run.cfg.signal),
         "outputs": {k: str(run.dir / k) for k in ("kept.jsonl", "removed.jsonl", "scores.jsonl")},
         "final_model": str(run.dir / "final" / "model") if run.cfg.final and not final_skipped else None,
     }
@@ -478,8 +478,13 @@ def accounting(read_report: dict, kept: list[dict], removed: list[dict]) -> dict
     return counts
 
 
-def label_quality(records: list[dict], rows: list[dict]) -> dict | None:
-    """Precision, recall, F1 and AUROC of the removal against label == unsafe (None without labels)."""
+def label_quality(records: list[dict], rows: list[dict], signal: str = "loss") -> dict | None:
+    """Precision, recall, F1 and AUROC of the removal against label == unsafe (None without labels).
+
+    Beside the chosen forgetting score it reports, as rankings only, the static baseline (how well
+    M1 learned each example, no safety step), the other forgetting normalisations, and the
+    forgetting-curve area when it was recorded.
+    """
     from .metrics import filter_quality
 
     labels = {r["id"]: r.get("label") for r in records}
@@ -487,9 +492,16 @@ def label_quality(records: list[dict], rows: list[dict]) -> dict | None:
         return None
     unsafe = [labels[r["id"]] == "unsafe" for r in rows]
     q = {"forgetting": filter_quality([r["removed"] for r in rows], unsafe, [r["forgetting"] for r in rows])}
-    q["static_low_nll_before"] = filter_quality([False] * len(rows), unsafe, [-r["before"] for r in rows])
+    before = np.array([r["before"] for r in rows])
+    after = np.array([r["after"] for r in rows])
+    rankings = {"static_low_nll_before" if signal == "loss" else "static_high_rouge_before": -before if signal == "loss" else before}
+    for norm in ("none", "relative", "relative+static"):
+        rankings[f"forgetting_{norm}"] = forgetting(before, after, signal, norm)
     if rows and "curve_auc" in rows[0]:
-        q["curve_auc"] = filter_quality([False] * len(rows), unsafe, [r["curve_auc"] for r in rows])
+        rankings["curve_auc"] = np.array([r["curve_auc"] for r in rows])
+    for name, values in rankings.items():
+        q[name] = filter_quality([False] * len(rows), unsafe, values.tolist())
+    q["static_baseline"] = q.get("static_low_nll_before") or q.get("static_high_rouge_before")
     return q
 
 

@@ -36,8 +36,9 @@ SIGNALS = ("loss", "rouge")
 MAX_NEW_TOKENS_CAP = 500
 # Extra `model.generate` options used on CUDA unless the caller passes its own (benchmarks/gpu.py
 # measures dynamic cache vs `{"cache_implementation": "static", "disable_compile": True}` vs a static
-# cache with torch.compile of decoding); empty = the dynamic KV cache, the CPU behaviour.
-CUDA_GENERATION_DEFAULTS: dict = {}
+# cache with torch.compile of decoding). Measured on an H200 (README, Performance): the static cache
+# ran 4.6x (GPT-2 small) and 2.7x (1B Llama shape) faster than the dynamic cache at batch 64.
+CUDA_GENERATION_DEFAULTS: dict = {"cache_implementation": "static", "disable_compile": True}
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -86,39 +86,35 @@ def _by_fraction(scores: np.ndarray, fraction: float | None) -> ThresholdChoice:
     return _finish(scores, phi, "fraction", reason, {"fraction": fraction, "k": k})
 
 
-def _auto(scores: np.ndarray, seed: int) -> ThresholdChoice:
-    """Two-component Gaussian mixture: phi where the high-forgetting component becomes more likely."""
+def _auto(scores: np.ndarray, seed: int, max_components: int = 4) -> ThresholdChoice:
+    """Gaussian mixtures with 1..4 components, the number chosen by BIC.
+
+    Most examples are not forgotten, so the component holding the median example is the bulk; the
+    examples assigned to components with a higher mean are the strongly forgotten ones, and phi is
+    the highest score below the lowest of them. One component (BIC) means nothing stands out.
+    """
     from sklearn.mixture import GaussianMixture
 
     x = scores.reshape(-1, 1)
-    fits = {k: GaussianMixture(k, random_state=seed, n_init=3).fit(x) for k in (1, 2)}
+    ks = range(1, min(max_components, len(np.unique(scores))) + 1)
+    fits = {k: GaussianMixture(k, random_state=seed, n_init=3).fit(x) for k in ks}
     bic = {k: float(m.bic(x)) for k, m in fits.items()}
-    gm = fits[2]
+    k = min(bic, key=bic.get)
+    gm = fits[k]
     means = gm.means_.ravel()
-    hi, lo = int(np.argmax(means)), int(np.argmin(means))
-    details = {
-        "bic_1": bic[1],
-        "bic_2": bic[2],
-        "means": sorted(means.tolist()),
-        "weights": [float(gm.weights_[lo]), float(gm.weights_[hi])],
-    }
-    if bic[2] >= bic[1]:
-        phi = float(scores.max())
-        reason = "scores look unimodal (1-component BIC <= 2-component BIC): no group of strongly forgotten examples, nothing removed"
-        return _finish(scores, phi, "auto", reason, details)
-    phi = _posterior_crossing(gm, hi, lo)
+    assigned = gm.predict(x)
+    bulk = assigned[np.argsort(scores, kind="stable")[len(scores) // 2]]
+    high = means > means[bulk]
+    details = {"bic": bic, "components": k, "means": means.tolist(), "weights": gm.weights_.tolist(), "bulk": int(bulk)}
+    if k == 1 or not high.any():
+        reason = f"the scores fit best as one group (BIC over 1-{max(ks)} components): nothing stands out, nothing removed"
+        return _finish(scores, float(scores.max()), "auto", reason, details)
+    lowest_high = scores[high[assigned]].min()
+    below = scores[scores < lowest_high]
+    phi = float(below.max()) if below.size else float(lowest_high) - 1e-9
     reason = (
-        f"2-component Gaussian mixture on the forgetting scores (BIC {bic[2]:.1f} < {bic[1]:.1f} for one): "
-        f"phi = {phi:.4g}, where the high-forgetting component (mean {means[hi]:.3g}, weight "
-        f"{gm.weights_[hi]:.2f}) becomes more probable than the low one (mean {means[lo]:.3g})"
+        f"Gaussian mixture with {k} components (fewest BIC among 1-{max(ks)}); the component holding the "
+        f"median example (mean {means[bulk]:.3g}) is the bulk, and the {int(high.sum())} component(s) with a "
+        f"higher mean hold the strongly forgotten examples: phi = {phi:.4g}"
     )
     return _finish(scores, phi, "auto", reason, details)
-
-
-def _posterior_crossing(gm, hi: int, lo: int) -> float:
-    """The score between the two means where the posterior of component `hi` reaches 0.5."""
-    a, b = float(gm.means_.ravel()[lo]), float(gm.means_.ravel()[hi])
-    grid = np.linspace(a, b, 2001).reshape(-1, 1)
-    post = gm.predict_proba(grid)[:, hi]
-    idx = int(np.argmax(post >= 0.5))
-    return float(grid[idx, 0]) if post[idx] >= 0.5 else (a + b) / 2
