@@ -190,7 +190,7 @@ def print_summary(results: dict[str, dict], report: Path, seconds: float) -> Non
 
 
 def _print_table(rows: list[dict], note: str) -> None:
-    keys = list(rows[0])
+    keys = ["method"] + [k for k in rows[0] if k != "method"]
     print("  " + " | ".join(f"{k:>28}" if i == 0 else f"{k:>12}" for i, k in enumerate(keys)))
     for r in rows:
         cells = [f"{r[k]:>28}" if i == 0 else f"{_fmt(r[k]):>12}" for i, k in enumerate(keys)]

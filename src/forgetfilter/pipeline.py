@@ -520,7 +520,7 @@ def default_run_config(model: str = "tiny", *, full=None, lr=None, safety_lr=Non
     for 5 epochs: LoRA r=8 barely learns the unsafe examples at that size. `save_every` (steps)
     checkpoints every training stage, so a killed run resumes inside a stage, not at its start.
     """
-    base = dict(TINY_DEFAULTS if model == "tiny" else PAPER_DEFAULTS)
+    base = dict(TINY_DEFAULTS if str(model).split(":")[0] == "tiny" else PAPER_DEFAULTS)
     given = {"lr": lr, "safety_lr": safety_lr, "epochs": epochs, "max_length": max_length}
     base |= {k: v for k, v in given.items() if v is not None}
     if full is not None:

@@ -1,0 +1,21 @@
+"""The demo's code path end to end at a reduced size (CI covers what `forgetfilter demo` runs)."""
+
+import json
+
+from forgetfilter.demo import DemoConfig, run_demo
+
+
+def test_demo_runs_end_to_end_and_resumes(micro_model_dir, tmp_path, capsys):
+    cfg = DemoConfig(risk="bias", n=40, n_safe=16, n_eval=8, model="tiny:micro", epochs=1)
+    out = run_demo(tmp_path / "demo", cfg)
+    printed = capsys.readouterr().out
+    assert "ForgetFilter removed" in printed and "report:" in printed
+    html = (tmp_path / "demo" / "report.html").read_text()
+    assert "<table" in html and "data:image/png;base64" in html
+    result = json.loads((tmp_path / "demo" / "bias" / "results.json").read_text())
+    methods = [row["method"] for row in result["table"]]
+    assert methods == ["no safety measure", "sequential safety finetuning", "ForgetFilter"]
+    assert all(row["squad_f1"] is not None and row["s_amb"] is not None for row in result["table"])
+    assert result["filter"]["counts"]["input"] == 40
+    again = run_demo(tmp_path / "demo", cfg)
+    assert again["results"]["bias"]["table"] == out["results"]["bias"]["table"]
