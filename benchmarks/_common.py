@@ -69,7 +69,9 @@ def read_records(path: str | Path, limit: int | None = None) -> list[Example]:
 
 
 # ---------------------------------------------------------------- tokenizer and models
-def train_tokenizer(records: Sequence[Example], vocab_size: int = 8000, out_dir: str | Path | None = None):
+def train_tokenizer(
+    records: Sequence[Example], vocab_size: int = 8000, out_dir: str | Path | None = None
+):
     """A byte-level BPE tokenizer (GPT-2 style) trained on the records in a few seconds."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -85,7 +87,9 @@ def train_tokenizer(records: Sequence[Example], vocab_size: int = 8000, out_dir:
     )
     text = (render_prompt(ex.prompt) + ex.response for ex in records)
     tok.train_from_iterator(text, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
     if out_dir is not None:
         fast.save_pretrained(out_dir)
     return fast
@@ -96,19 +100,33 @@ def model_config(shape: str, vocab_size: int, max_positions: int = 1024):
     from transformers import GPT2Config, LlamaConfig
 
     if shape == "gpt2-small":
-        return GPT2Config(vocab_size=vocab_size, n_positions=max_positions, n_embd=768, n_layer=12, n_head=12)
+        return GPT2Config(
+            vocab_size=vocab_size, n_positions=max_positions, n_embd=768, n_layer=12, n_head=12
+        )
     if shape == "llama-1b":
         return LlamaConfig(
-            vocab_size=vocab_size, hidden_size=2048, num_hidden_layers=16, num_attention_heads=16,
-            num_key_value_heads=16, intermediate_size=5632, max_position_embeddings=max_positions,
+            vocab_size=vocab_size,
+            hidden_size=2048,
+            num_hidden_layers=16,
+            num_attention_heads=16,
+            num_key_value_heads=16,
+            intermediate_size=5632,
+            max_position_embeddings=max_positions,
             tie_word_embeddings=False,
         )
     if shape == "toy":
-        return GPT2Config(vocab_size=vocab_size, n_positions=max_positions, n_embd=64, n_layer=2, n_head=4)
+        return GPT2Config(
+            vocab_size=vocab_size, n_positions=max_positions, n_embd=64, n_layer=2, n_head=4
+        )
     if shape == "toy-llama":
         return LlamaConfig(
-            vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=4, intermediate_size=128, max_position_embeddings=max_positions,
+            vocab_size=vocab_size,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            intermediate_size=128,
+            max_position_embeddings=max_positions,
         )
     raise ValueError(f"unknown shape {shape!r}")
 
@@ -162,7 +180,11 @@ def padding_stats(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> d
     """Real tokens, padded tokens and the padding fraction of right-padding each batch to its longest."""
     real = sum(lengths[i] for b in batches for i in b)
     padded = sum(len(b) * max(lengths[i] for i in b) for b in batches if b)
-    return {"real_tokens": real, "padded_tokens": padded, "padding_fraction": 1 - real / max(padded, 1)}
+    return {
+        "real_tokens": real,
+        "padded_tokens": padded,
+        "padding_fraction": 1 - real / max(padded, 1),
+    }
 
 
 def random_batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
@@ -173,7 +195,9 @@ def random_batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
 
 # ---------------------------------------------------------------- baselines
 @torch.inference_mode()
-def plain_nll(model, tokenizer, examples: Sequence[Example], batch_size: int, max_length: int) -> np.ndarray:
+def plain_nll(
+    model, tokenizer, examples: Sequence[Example], batch_size: int, max_length: int
+) -> np.ndarray:
     """The plain scoring loop: batches in input order, right-padded, full float32 logits."""
     model.eval()
     device = next(model.parameters()).device
@@ -181,18 +205,34 @@ def plain_nll(model, tokenizer, examples: Sequence[Example], batch_size: int, ma
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out = []
     for start in range(0, len(enc), batch_size):
-        b = {k: v.to(device) for k, v in batching.collate(enc[start : start + batch_size], pad).items()}
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1].float()
+        b = {
+            k: v.to(device)
+            for k, v in batching.collate(enc[start : start + batch_size], pad).items()
+        }
+        logits = (
+            model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+            .logits[:, :-1]
+            .float()
+        )
         labels = b["labels"][:, 1:]
         mask = labels.ne(batching.IGNORE_INDEX)
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
+        nll = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), labels.clamp(min=0), reduction="none"
+        )
         out += ((nll * mask).sum(1) / mask.sum(1)).tolist()
     return np.asarray(out)
 
 
 @torch.inference_mode()
-def plain_generate(model, tokenizer, prompts: Sequence[str], batch_size: int, max_new_tokens: int,
-                   max_length: int = 512, **gen_kwargs) -> list[str]:
+def plain_generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    batch_size: int,
+    max_new_tokens: int,
+    max_length: int = 512,
+    **gen_kwargs,
+) -> list[str]:
     """Plain batched greedy generation: input order, tokenizer left padding, one budget for all."""
     model.eval()
     device = next(model.parameters()).device
@@ -201,20 +241,43 @@ def plain_generate(model, tokenizer, prompts: Sequence[str], batch_size: int, ma
         out = []
         for start in range(0, len(prompts), batch_size):
             chunk = [render_prompt(p) for p in prompts[start : start + batch_size]]
-            b = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
-                          max_length=max_length - max_new_tokens).to(device)
-            ids = model.generate(**b, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                                 **gen_kwargs)
-            out += tokenizer.batch_decode(ids[:, b["input_ids"].shape[1]:], skip_special_tokens=True)
+            b = tokenizer(
+                chunk,
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=max_length - max_new_tokens,
+            ).to(device)
+            ids = model.generate(
+                **b,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                **gen_kwargs,
+            )
+            out += tokenizer.batch_decode(
+                ids[:, b["input_ids"].shape[1] :], skip_special_tokens=True
+            )
         return out
     finally:
         tokenizer.padding_side, tokenizer.truncation_side = "right", "right"
 
 
-def hf_trainer_run(model, tokenizer, records: Sequence[Example], *, out_dir: str | Path, micro_batch: int,
-                   grad_accum: int, steps: int, lr: float, max_length: int, bf16: bool,
-                   warmup_steps: int = 2) -> dict[str, float]:
+def hf_trainer_run(
+    model,
+    tokenizer,
+    records: Sequence[Example],
+    *,
+    out_dir: str | Path,
+    micro_batch: int,
+    grad_accum: int,
+    steps: int,
+    lr: float,
+    max_length: int,
+    bf16: bool,
+    warmup_steps: int = 2,
+) -> dict[str, float]:
     """Train with a plain HF `Trainer` (random sampler, DataCollatorForSeq2Seq padding, no grouping).
 
     Returns real tokens/s over the steps after `warmup_steps` (timed with device synchronisation at
@@ -223,7 +286,10 @@ def hf_trainer_run(model, tokenizer, records: Sequence[Example], *, out_dir: str
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
     enc = batching.encode_all(tokenizer, records, max_length)
-    data = [{"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids), "labels": e.labels} for e in enc]
+    data = [
+        {"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids), "labels": e.labels}
+        for e in enc
+    ]
     device = next(model.parameters()).device
     counts: list[torch.Tensor] = []
 
@@ -241,13 +307,29 @@ def hf_trainer_run(model, tokenizer, records: Sequence[Example], *, out_dir: str
             marks.append((time.perf_counter(), len(counts)))
 
     args = TrainingArguments(
-        output_dir=str(out_dir), per_device_train_batch_size=micro_batch, gradient_accumulation_steps=grad_accum,
-        max_steps=steps, learning_rate=lr, bf16=bf16, logging_steps=10**6, save_strategy="no", report_to=[],
-        dataloader_num_workers=0, disable_tqdm=True, seed=0, use_cpu=str(device) == "cpu",
-        remove_unused_columns=False, max_grad_norm=1.0, warmup_steps=0,
+        output_dir=str(out_dir),
+        per_device_train_batch_size=micro_batch,
+        gradient_accumulation_steps=grad_accum,
+        max_steps=steps,
+        learning_rate=lr,
+        bf16=bf16,
+        logging_steps=10**6,
+        save_strategy="no",
+        report_to=[],
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        seed=0,
+        use_cpu=str(device) == "cpu",
+        remove_unused_columns=False,
+        max_grad_norm=1.0,
+        warmup_steps=0,
     )
-    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=batching.IGNORE_INDEX)
-    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collator, callbacks=[Clock()])
+    collator = DataCollatorForSeq2Seq(
+        tokenizer, padding=True, label_pad_token_id=batching.IGNORE_INDEX
+    )
+    trainer = Trainer(
+        model=model, args=args, train_dataset=data, data_collator=collator, callbacks=[Clock()]
+    )
     try:
         trainer.train()
     finally:
@@ -255,8 +337,12 @@ def hf_trainer_run(model, tokenizer, records: Sequence[Example], *, out_dir: str
     w = min(warmup_steps, len(marks) - 2)
     (t_a, c_a), (t_b, c_b) = marks[w], marks[-1]
     tokens = int(sum(int(c) for c in counts[c_a:c_b]))
-    return {"tokens_per_s": tokens / (t_b - t_a), "timed_steps": len(marks) - 1 - w, "tokens": tokens,
-            "seconds": t_b - t_a}
+    return {
+        "tokens_per_s": tokens / (t_b - t_a),
+        "timed_steps": len(marks) - 1 - w,
+        "tokens": tokens,
+        "seconds": t_b - t_a,
+    }
 
 
 def ours_train_throughput(out_dir: str | Path, warmup_steps: int = 2) -> dict[str, float]:
@@ -264,9 +350,12 @@ def ours_train_throughput(out_dir: str | Path, warmup_steps: int = 2) -> dict[st
     rows = [json.loads(line) for line in (Path(out_dir) / "log.jsonl").read_text().splitlines()]
     w = min(warmup_steps, len(rows) - 2)
     a, b = rows[w], rows[-1]
-    return {"tokens_per_s": (b["tokens"] - a["tokens"]) / (b["elapsed_s"] - a["elapsed_s"]),
-            "timed_steps": b["step"] - a["step"], "tokens": b["tokens"] - a["tokens"],
-            "seconds": b["elapsed_s"] - a["elapsed_s"]}
+    return {
+        "tokens_per_s": (b["tokens"] - a["tokens"]) / (b["elapsed_s"] - a["elapsed_s"]),
+        "timed_steps": b["step"] - a["step"],
+        "tokens": b["tokens"] - a["tokens"],
+        "seconds": b["elapsed_s"] - a["elapsed_s"],
+    }
 
 
 # ---------------------------------------------------------------- output

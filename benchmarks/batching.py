@@ -29,8 +29,12 @@ from forgetfilter.batching import encode_example, length_grouped_batches
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="tiny", help="model name/path, `tiny`, or `random` (random toy GPT-2)")
-    p.add_argument("--records", default=None, help="JSONL records (default: synthetic bias-like mixture)")
+    p.add_argument(
+        "--model", default="tiny", help="model name/path, `tiny`, or `random` (random toy GPT-2)"
+    )
+    p.add_argument(
+        "--records", default=None, help="JSONL records (default: synthetic bias-like mixture)"
+    )
     p.add_argument("--n", type=int, default=600)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup-steps", type=int, default=2)
@@ -66,9 +70,17 @@ def training_rows(path: str, records, args, work: Path) -> list[dict]:
     from forgetfilter.models import apply_lora, load_model
     from forgetfilter.training import TrainConfig, train
 
-    cfg = TrainConfig(lr=1e-4, batch_size=args.micro_batch * args.grad_accum, micro_batch_size=args.micro_batch,
-                      max_steps=args.steps, finetune=args.finetune, dtype="fp32", max_length=args.max_length,
-                      log_every=1, warmup_ratio=0.0)
+    cfg = TrainConfig(
+        lr=1e-4,
+        batch_size=args.micro_batch * args.grad_accum,
+        micro_batch_size=args.micro_batch,
+        max_steps=args.steps,
+        finetune=args.finetune,
+        dtype="fp32",
+        max_length=args.max_length,
+        log_every=1,
+        warmup_ratio=0.0,
+    )
     res: dict[str, list[dict]] = {"ours": [], "hf": []}
     for _ in range(args.repeats):
         out = work / "ours"
@@ -78,21 +90,41 @@ def training_rows(path: str, records, args, work: Path) -> list[dict]:
         model, tok = load_model(path, dtype="fp32", device="cpu", trainable=True)
         if args.finetune == "lora":
             model = apply_lora(model)
-        res["hf"].append(C.hf_trainer_run(model, tok, records, out_dir=work / "hf", micro_batch=args.micro_batch,
-                                          grad_accum=args.grad_accum, steps=args.steps, lr=1e-4,
-                                          max_length=args.max_length, bf16=False, warmup_steps=args.warmup_steps))
+        res["hf"].append(
+            C.hf_trainer_run(
+                model,
+                tok,
+                records,
+                out_dir=work / "hf",
+                micro_batch=args.micro_batch,
+                grad_accum=args.grad_accum,
+                steps=args.steps,
+                lr=1e-4,
+                max_length=args.max_length,
+                bf16=False,
+                warmup_steps=args.warmup_steps,
+            )
+        )
     _, tok = load_model(path, device="cpu")
     lengths = [len(encode_example(tok, ex, args.max_length).input_ids) for ex in records]
     pad_ours = C.padding_stats(lengths, length_grouped_batches(lengths, args.micro_batch, seed=0))
     pad_hf = C.padding_stats(lengths, C.random_batches(len(lengths), args.micro_batch, seed=0))
     hf_rate = float(np.median([r["tokens_per_s"] for r in res["hf"]]))
     rows = []
-    for key, name, pad in (("ours", "ours: training.train (length-grouped)", pad_ours),
-                           ("hf", "HF Trainer (random sampler, Seq2Seq collator)", pad_hf)):
+    for key, name, pad in (
+        ("ours", "ours: training.train (length-grouped)", pad_ours),
+        ("hf", "HF Trainer (random sampler, Seq2Seq collator)", pad_hf),
+    ):
         rates = [r["tokens_per_s"] for r in res[key]]
-        rows.append({"training": name, "real_tok_per_s": float(np.median(rates)),
-                     "runs": ",".join(f"{x:.0f}" for x in rates), "padding_fraction": pad["padding_fraction"],
-                     "speedup": float(np.median(rates)) / hf_rate})
+        rows.append(
+            {
+                "training": name,
+                "real_tok_per_s": float(np.median(rates)),
+                "runs": ",".join(f"{x:.0f}" for x in rates),
+                "padding_fraction": pad["padding_fraction"],
+                "speedup": float(np.median(rates)) / hf_rate,
+            }
+        )
     return rows
 
 
@@ -108,22 +140,42 @@ def scoring_rows(path: str, records, args) -> list[dict]:
     times: dict[str, list[float]] = {"ours": [], "plain": []}
     values = {}
     for _ in range(args.repeats + 1):
-        for key, fn in (("plain", lambda: C.plain_nll(model, tok, records, args.score_batch, args.max_length)),
-                        ("ours", lambda: signals.response_nll(model, tok, records, **kw))):
+        for key, fn in (
+            ("plain", lambda: C.plain_nll(model, tok, records, args.score_batch, args.max_length)),
+            ("ours", lambda: signals.response_nll(model, tok, records, **kw)),
+        ):
             s, values[key] = C.timed(fn)
             times[key].append(s)
-    pads = {"ours": C.padding_stats(lengths, length_grouped_batches(lengths, args.score_batch, 0, shuffle=False)),
-            "plain": C.padding_stats(lengths, [list(range(i, min(i + args.score_batch, len(lengths))))
-                                               for i in range(0, len(lengths), args.score_batch)])}
+    pads = {
+        "ours": C.padding_stats(
+            lengths, length_grouped_batches(lengths, args.score_batch, 0, shuffle=False)
+        ),
+        "plain": C.padding_stats(
+            lengths,
+            [
+                list(range(i, min(i + args.score_batch, len(lengths))))
+                for i in range(0, len(lengths), args.score_batch)
+            ],
+        ),
+    }
     plain_s = float(np.median(times["plain"]))
     rows = []
-    for key, name in (("ours", "ours: response_nll (sorted, sliced logits)"),
-                      ("plain", "plain loop (input order, full logits)")):
+    for key, name in (
+        ("ours", "ours: response_nll (sorted, sliced logits)"),
+        ("plain", "plain loop (input order, full logits)"),
+    ):
         s = float(np.median(times[key]))
-        rows.append({"scoring": name, "seconds": s, "real_tok_per_s": real / s,
-                     "runs_s": ",".join(f"{t:.2f}" for t in times[key]),
-                     "padding_fraction": pads[key]["padding_fraction"], "speedup": plain_s / s,
-                     "max_abs_diff_vs_plain": float(np.abs(values[key] - values["plain"]).max())})
+        rows.append(
+            {
+                "scoring": name,
+                "seconds": s,
+                "real_tok_per_s": real / s,
+                "runs_s": ",".join(f"{t:.2f}" for t in times[key]),
+                "padding_fraction": pads[key]["padding_fraction"],
+                "speedup": plain_s / s,
+                "max_abs_diff_vs_plain": float(np.abs(values[key] - values["plain"]).max()),
+            }
+        )
     return rows
 
 
@@ -135,9 +187,12 @@ def main(argv: list[str] | None = None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="ff-batching-"))
     try:
         path = model_dir_for(args, records, work)
-        print(f"# batching benchmark: model={args.model} records={len(records)} micro={args.micro_batch} "
-              f"accum={args.grad_accum} steps={args.steps} max_length={args.max_length} "
-              f"finetune={args.finetune} threads={torch.get_num_threads()}", flush=True)
+        print(
+            f"# batching benchmark: model={args.model} records={len(records)} micro={args.micro_batch} "
+            f"accum={args.grad_accum} steps={args.steps} max_length={args.max_length} "
+            f"finetune={args.finetune} threads={torch.get_num_threads()}",
+            flush=True,
+        )
         srows = scoring_rows(path, records, args)
         print(C.table(srows), flush=True)
         trows = training_rows(path, records, args, work)
@@ -147,7 +202,9 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(work, ignore_errors=True)
     for what, rows in (("training", trows), ("scoring", srows)):
         x = rows[0]["speedup"]
-        print(f"{what}: ours / plain = {x:.2f}x  (target >= 1.5x: {'MET' if x >= 1.5 else 'NOT MET'})")
+        print(
+            f"{what}: ours / plain = {x:.2f}x  (target >= 1.5x: {'MET' if x >= 1.5 else 'NOT MET'})"
+        )
     out = {"args": vars(args), "training": trows, "scoring": srows}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

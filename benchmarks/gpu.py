@@ -48,25 +48,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="toy shapes and sizes (CPU smoke test)")
-    p.add_argument("--shapes", default=None, help="comma list of gpt2-small, llama-1b, toy, toy-llama")
+    p.add_argument(
+        "--shapes", default=None, help="comma list of gpt2-small, llama-1b, toy, toy-llama"
+    )
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     p.add_argument("--records", type=int, default=2048, help="synthetic records (scoring uses all)")
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--train-steps", type=int, default=30)
-    p.add_argument("--warmup-steps", type=int, default=5, help="steps excluded from training throughput")
+    p.add_argument(
+        "--warmup-steps", type=int, default=5, help="steps excluded from training throughput"
+    )
     p.add_argument("--micro-batch", type=int, default=16)
     p.add_argument("--grad-accum", type=int, default=2)
     p.add_argument("--score-batch", type=int, default=32)
-    p.add_argument("--score-tokens", type=int, default=32768, help="token budget of the token-budget variant")
+    p.add_argument(
+        "--score-tokens", type=int, default=32768, help="token budget of the token-budget variant"
+    )
     p.add_argument("--gen-prompts", type=int, default=256)
     p.add_argument("--gen-batch", type=int, default=64)
     p.add_argument("--gen-new-tokens", type=int, default=128)
-    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
-                   help="measure static cache + torch.compile decoding (auto: on CUDA, first shape only)")
+    p.add_argument(
+        "--compile",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="measure static cache + torch.compile decoding (auto: on CUDA, first shape only)",
+    )
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the chip")
-    p.add_argument("--deadline-s", type=float, default=330.0, help="skip sections that would end later")
+    p.add_argument(
+        "--deadline-s", type=float, default=330.0, help="skip sections that would end later"
+    )
     p.add_argument("--out", default="gpu_results.json")
-    p.add_argument("--workdir", default=None, help="scratch dir for model copies (default: a temp dir)")
+    p.add_argument(
+        "--workdir", default=None, help="scratch dir for model copies (default: a temp dir)"
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.shapes = args.shapes or "toy,toy-llama"
@@ -123,7 +137,11 @@ def env_info(args: argparse.Namespace) -> dict[str, Any]:
     """Versions and the device name."""
     import transformers
 
-    info = {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
+    info = {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
     if args.device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(0)
     try:
@@ -147,13 +165,20 @@ def scoring_rows(b: Bench, model, tok, records, n_params: int) -> list[dict]:
     kw = {"batch_size": a.score_batch, "max_length": a.max_length, "progress": False}
     real = sum(len(encode_example(tok, ex, a.max_length).input_ids) for ex in records)
     variants = {
-        "plain unsorted, full logits": lambda: C.plain_nll(model, tok, records, a.score_batch, a.max_length),
-        "ours sorted, full logits": lambda: _full_logits(lambda: signals.response_nll(model, tok, records, **kw)),
+        "plain unsorted, full logits": lambda: C.plain_nll(
+            model, tok, records, a.score_batch, a.max_length
+        ),
+        "ours sorted, full logits": lambda: _full_logits(
+            lambda: signals.response_nll(model, tok, records, **kw)
+        ),
         "ours sorted, sliced logits": lambda: signals.response_nll(model, tok, records, **kw),
         "ours token budget, sliced": lambda: signals.response_nll(
-            model, tok, records, **{**kw, "batch_size": 1024}, max_batch_tokens=a.score_tokens),
+            model, tok, records, **{**kw, "batch_size": 1024}, max_batch_tokens=a.score_tokens
+        ),
     }
-    C.timed(lambda: signals.response_nll(model, tok, records[: 4 * a.score_batch], **kw), dev)  # warm-up
+    C.timed(
+        lambda: signals.response_nll(model, tok, records[: 4 * a.score_batch], **kw), dev
+    )  # warm-up
     times: dict[str, list[float]] = {k: [] for k in variants}
     values = {}
     for name in [*variants, "plain unsorted, full logits"]:
@@ -165,9 +190,16 @@ def scoring_rows(b: Bench, model, tok, records, n_params: int) -> list[dict]:
     rows = []
     for name, ts in times.items():
         s = min(ts)
-        rows.append({"variant": name, "seconds": s, "real_tok_per_s": real / s, "speedup": base / s,
-                     "mfu_2N": mfu(2 * n_params * real, s, a.peak_tflops),
-                     "max_abs_diff": float(abs(values[name] - ref).max())})
+        rows.append(
+            {
+                "variant": name,
+                "seconds": s,
+                "real_tok_per_s": real / s,
+                "speedup": base / s,
+                "mfu_2N": mfu(2 * n_params * real, s, a.peak_tflops),
+                "max_abs_diff": float(abs(values[name] - ref).max()),
+            }
+        )
     return rows
 
 
@@ -185,16 +217,25 @@ def generation_rows(b: Bench, model, tok, prompts, n_params: int, compile_: bool
     """new tokens/s of plain model.generate vs signals.generate (dynamic / static / static+compile)."""
     a, dev = b.args, b.args.device
     n_new = a.gen_new_tokens
-    kw = {"max_new_tokens": n_new, "batch_size": a.gen_batch, "max_length": a.max_length, "progress": False}
+    kw = {
+        "max_new_tokens": n_new,
+        "batch_size": a.gen_batch,
+        "max_length": a.max_length,
+        "progress": False,
+    }
     variants = {
-        "plain model.generate": lambda: C.plain_generate(model, tok, prompts, a.gen_batch, n_new, a.max_length),
+        "plain model.generate": lambda: C.plain_generate(
+            model, tok, prompts, a.gen_batch, n_new, a.max_length
+        ),
         "ours dynamic cache": lambda: signals.generate(model, tok, prompts, **kw),
-        "ours static cache": lambda: signals.generate(model, tok, prompts, **kw, cache_implementation="static",
-                                                      disable_compile=True),
+        "ours static cache": lambda: signals.generate(
+            model, tok, prompts, **kw, cache_implementation="static", disable_compile=True
+        ),
     }
     if compile_:
         variants["ours static + compile (incl. compile)"] = lambda: signals.generate(
-            model, tok, prompts, **kw, cache_implementation="static")
+            model, tok, prompts, **kw, cache_implementation="static"
+        )
         variants["ours static + compile (warm)"] = variants["ours static + compile (incl. compile)"]
     signals.generate(model, tok, prompts[: a.gen_batch], **{**kw, "max_new_tokens": 4})  # warm-up
     order = [*variants, "plain model.generate"] if not compile_ else [*variants]
@@ -206,7 +247,9 @@ def generation_rows(b: Bench, model, tok, prompts, n_params: int, compile_: bool
         s, out = C.timed(variants[name], dev)
         times[name].append(s)
         outs[name] = out
-    new_tokens = len(prompts) * n_new  # random weights almost never emit EOS: every row runs n_new steps
+    new_tokens = (
+        len(prompts) * n_new
+    )  # random weights almost never emit EOS: every row runs n_new steps
     base = min(times["plain model.generate"])
     rows = []
     for name, ts in times.items():
@@ -214,9 +257,16 @@ def generation_rows(b: Bench, model, tok, prompts, n_params: int, compile_: bool
             continue
         s = min(ts)
         same = sum(x == y for x, y in zip(outs[name], outs["plain model.generate"], strict=True))
-        rows.append({"variant": name, "seconds": s, "new_tok_per_s": new_tokens / s, "speedup": base / s,
-                     "mfu_2N": mfu(2 * n_params * new_tokens, s, a.peak_tflops),
-                     "same_text_as_plain": f"{same}/{len(prompts)}"})
+        rows.append(
+            {
+                "variant": name,
+                "seconds": s,
+                "new_tok_per_s": new_tokens / s,
+                "speedup": base / s,
+                "mfu_2N": mfu(2 * n_params * new_tokens, s, a.peak_tflops),
+                "same_text_as_plain": f"{same}/{len(prompts)}",
+            }
+        )
     return rows
 
 
@@ -237,19 +287,38 @@ def signal_cost_rows(b: Bench, model, tok, records, n: int) -> list[dict]:
         rouge = lambda: signals.greedy_rouge1(model, tok, recs, **gkw)  # noqa: E731
         label = f"rouge: greedy_rouge1 (target+8, batch {a.gen_batch})"
     else:
-        rouge = lambda: signals.generate(model, tok, [ex.prompt for ex in recs], max_new_tokens=limits,  # noqa: E731
-                                         first_line_only=True, **gkw)
+
+        def rouge():
+            return signals.generate(
+                model,
+                tok,
+                [ex.prompt for ex in recs],
+                max_new_tokens=limits,
+                first_line_only=True,
+                **gkw,
+            )
+
         label = f"rouge generation only (no rouge-score; target+8, batch {a.gen_batch})"
     loss = lambda: signals.response_nll(model, tok, recs, **kw)  # noqa: E731
     times: dict[str, list[float]] = {"loss": [], label: []}
     for name, fn in (("loss", loss), (label, rouge), ("loss", loss)):
         times[name].append(C.timed(fn, dev)[0])
     loss_s = min(times["loss"])
-    return [{"signal": k, "records": len(recs), "seconds": min(v), "ratio_vs_loss": min(v) / loss_s,
-             "gen_budget_tokens": sum(limits) if k != "loss" else None} for k, v in times.items()]
+    return [
+        {
+            "signal": k,
+            "records": len(recs),
+            "seconds": min(v),
+            "ratio_vs_loss": min(v) / loss_s,
+            "gen_budget_tokens": sum(limits) if k != "loss" else None,
+        }
+        for k, v in times.items()
+    ]
 
 
-def training_rows(b: Bench, model_dir: Path, tok, records, finetune: str, n_params: int, work: Path) -> list[dict]:
+def training_rows(
+    b: Bench, model_dir: Path, tok, records, finetune: str, n_params: int, work: Path
+) -> list[dict]:
     """training.train vs a plain HF Trainer on the same records and settings."""
     from forgetfilter.models import apply_lora, load_model
     from forgetfilter.training import TrainConfig, train
@@ -258,9 +327,17 @@ def training_rows(b: Bench, model_dir: Path, tok, records, finetune: str, n_para
     bf16 = a.dtype == "bf16"
     n_train = a.train_steps * a.micro_batch * a.grad_accum
     recs = records[:n_train]
-    cfg = TrainConfig(lr=1e-4, batch_size=a.micro_batch * a.grad_accum, micro_batch_size=a.micro_batch,
-                      max_steps=a.train_steps, finetune=finetune, dtype=a.dtype, max_length=a.max_length,
-                      log_every=1, warmup_ratio=0.0)
+    cfg = TrainConfig(
+        lr=1e-4,
+        batch_size=a.micro_batch * a.grad_accum,
+        micro_batch_size=a.micro_batch,
+        max_steps=a.train_steps,
+        finetune=finetune,
+        dtype=a.dtype,
+        max_length=a.max_length,
+        log_every=1,
+        warmup_ratio=0.0,
+    )
     rows = []
     out = work / f"train-{finetune}"
     shutil.rmtree(out, ignore_errors=True)
@@ -274,10 +351,26 @@ def training_rows(b: Bench, model_dir: Path, tok, records, finetune: str, n_para
     if finetune == "lora":
         model = apply_lora(model)
     t0 = time.perf_counter()
-    hf = C.hf_trainer_run(model, tok, recs, out_dir=work / "hf", micro_batch=a.micro_batch,
-                          grad_accum=a.grad_accum, steps=a.train_steps, lr=1e-4, max_length=a.max_length,
-                          bf16=bf16, warmup_steps=a.warmup_steps)
-    rows.append({"variant": f"HF Trainer ({finetune})", **hf, "wall_incl_load_save": time.perf_counter() - t0})
+    hf = C.hf_trainer_run(
+        model,
+        tok,
+        recs,
+        out_dir=work / "hf",
+        micro_batch=a.micro_batch,
+        grad_accum=a.grad_accum,
+        steps=a.train_steps,
+        lr=1e-4,
+        max_length=a.max_length,
+        bf16=bf16,
+        warmup_steps=a.warmup_steps,
+    )
+    rows.append(
+        {
+            "variant": f"HF Trainer ({finetune})",
+            **hf,
+            "wall_incl_load_save": time.perf_counter() - t0,
+        }
+    )
     del model
     _free()
     for r in rows:
@@ -286,7 +379,10 @@ def training_rows(b: Bench, model_dir: Path, tok, records, finetune: str, n_para
     lengths = [len(encode_example(tok, ex, a.max_length).input_ids) for ex in recs]
     ours_pad = C.padding_stats(lengths, length_grouped_batches(lengths, a.micro_batch, seed=0))
     hf_pad = C.padding_stats(lengths, C.random_batches(len(lengths), a.micro_batch, seed=0))
-    rows[0]["padding_fraction"], rows[1]["padding_fraction"] = ours_pad["padding_fraction"], hf_pad["padding_fraction"]
+    rows[0]["padding_fraction"], rows[1]["padding_fraction"] = (
+        ours_pad["padding_fraction"],
+        hf_pad["padding_fraction"],
+    )
     return rows
 
 
@@ -304,11 +400,16 @@ def main(argv: list[str] | None = None) -> dict:
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ff-gpu-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"# forgetfilter GPU benchmark  {b.results['env']}  device={args.device} dtype={args.dtype}", flush=True)
+    print(
+        f"# forgetfilter GPU benchmark  {b.results['env']}  device={args.device} dtype={args.dtype}",
+        flush=True,
+    )
     records = C.synthetic_records(args.records, seed=0)
     s, tok = C.timed(lambda: C.train_tokenizer(records, vocab_size=8000))
     print(f"tokenizer: {len(tok)} tokens, trained in {s:.1f}s", flush=True)
-    compile_mode = args.compile == "on" or (args.compile == "auto" and args.device.startswith("cuda"))
+    compile_mode = args.compile == "on" or (
+        args.compile == "auto" and args.device.startswith("cuda")
+    )
     big = not args.quick
     done: dict[str, tuple[Path, int, list[str]]] = {}
     for shape in args.shapes:
@@ -322,31 +423,50 @@ def main(argv: list[str] | None = None) -> dict:
             t, model = C.timed(lambda: C.random_model(cfg, tok, args.device, dtype), args.device)
             n = C.matmul_params(model)
             total = sum(p.numel() for p in model.parameters())
-            t2, _ = C.timed(lambda: (model.save_pretrained(model_dir), tok.save_pretrained(model_dir)))
+            t2, _ = C.timed(
+                lambda: (model.save_pretrained(model_dir), tok.save_pretrained(model_dir))
+            )
             state["model"], state["n"] = model, n
-            return [{"shape": shape, "params": total, "matmul_params": n, "init_s": t, "save_s": t2}]
+            return [
+                {"shape": shape, "params": total, "matmul_params": n, "init_s": t, "save_s": t2}
+            ]
 
         if b.section(f"{shape}: init", 30 if big else 1, init) is None:
             continue
         model, n = state.pop("model"), state["n"]
-        b.section(f"{shape}: scoring (loss signal)", 40 if big else 1,
-                  lambda model=model, n=n: scoring_rows(b, model, tok, records, n))
-        b.section(f"{shape}: signal cost (loss vs rouge)", 40 if big else 1,
-                  lambda model=model, n=n: signal_cost_rows(b, model, tok, records, n))
+        b.section(
+            f"{shape}: scoring (loss signal)",
+            40 if big else 1,
+            lambda model=model, n=n: scoring_rows(b, model, tok, records, n),
+        )
+        b.section(
+            f"{shape}: signal cost (loss vs rouge)",
+            40 if big else 1,
+            lambda model=model, n=n: signal_cost_rows(b, model, tok, records, n),
+        )
         prompts = [ex.prompt for ex in records[: args.gen_prompts]]
-        b.section(f"{shape}: generation (batch {args.gen_batch}, {args.gen_new_tokens} new tokens)",
-                  60 if big else 1,
-                  lambda model=model, n=n, prompts=prompts: generation_rows(
-                      b, model, tok, prompts, n, compile_=False))
+        b.section(
+            f"{shape}: generation (batch {args.gen_batch}, {args.gen_new_tokens} new tokens)",
+            60 if big else 1,
+            lambda model=model, n=n, prompts=prompts: generation_rows(
+                b, model, tok, prompts, n, compile_=False
+            ),
+        )
         del model
         _free()
         modes = ["lora", "full"] if shape in ("gpt2-small", "toy") else ["lora"]
         for mode in modes:
-            b.section(f"{shape}: training ({mode})", 60 if big else 1,
-                      lambda mode=mode, model_dir=model_dir, n=n: training_rows(
-                          b, model_dir, tok, records, mode, n, work))
+            b.section(
+                f"{shape}: training ({mode})",
+                60 if big else 1,
+                lambda mode=mode, model_dir=model_dir, n=n: training_rows(
+                    b, model_dir, tok, records, mode, n, work
+                ),
+            )
         done[shape] = (model_dir, n, prompts)
-    if compile_mode and args.shapes[0] in done:  # last: compilation time is the least predictable part
+    if (
+        compile_mode and args.shapes[0] in done
+    ):  # last: compilation time is the least predictable part
         model_dir, n, prompts = done[args.shapes[0]]
 
         def compiled() -> list[dict]:
@@ -359,7 +479,11 @@ def main(argv: list[str] | None = None) -> dict:
                 del model
                 _free()
 
-        b.section(f"{args.shapes[0]}: generation with static cache + torch.compile", 90 if big else 1, compiled)
+        b.section(
+            f"{args.shapes[0]}: generation with static cache + torch.compile",
+            90 if big else 1,
+            compiled,
+        )
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\ntotal {time.perf_counter() - T0:.1f}s; results in {args.out}", flush=True)

@@ -31,20 +31,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="tiny")
-    p.add_argument("--data", default=None, help="dir with noisy.jsonl and safe.jsonl (default: synthetic)")
+    p.add_argument(
+        "--data", default=None, help="dir with noisy.jsonl and safe.jsonl (default: synthetic)"
+    )
     p.add_argument("--n", type=int, default=600, help="noisy records (synthetic, or the first N)")
     p.add_argument("--n-safe", type=int, default=150)
-    p.add_argument("--finetune", default=None, choices=["full", "lora"], help="default: the model's run defaults")
+    p.add_argument(
+        "--finetune",
+        default=None,
+        choices=["full", "lora"],
+        help="default: the model's run defaults",
+    )
     p.add_argument("--signal", default="loss", choices=["loss", "rouge"])
     p.add_argument("--epochs", type=float, default=None, help="default: the model's run defaults")
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--keep", default=None, help="keep inputs and the run here (for signal_cost.py --run-dir DIR/run)")
+    p.add_argument(
+        "--keep",
+        default=None,
+        help="keep inputs and the run here (for signal_cost.py --run-dir DIR/run)",
+    )
     p.add_argument("--quick", action="store_true", help="200 records, 1 epoch")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.quick:
-        args.n, args.n_safe, args.epochs = min(args.n, 200), min(args.n_safe, 50), args.epochs or 1.0
+        args.n, args.n_safe, args.epochs = (
+            min(args.n, 200),
+            min(args.n_safe, 50),
+            args.epochs or 1.0,
+        )
     return args
 
 
@@ -55,8 +70,10 @@ def inputs(args, work: Path) -> tuple[Path, Path]:
         safe = C.read_records(Path(args.data) / "safe.jsonl", args.n_safe)
     else:
         noisy = C.synthetic_records(args.n, seed=0)
-        safe = [dataclasses.replace(ex, id=f"s{i}", label="safe")
-                for i, ex in enumerate(C.synthetic_records(args.n_safe, seed=1, long_fraction=0.0))]
+        safe = [
+            dataclasses.replace(ex, id=f"s{i}", label="safe")
+            for i, ex in enumerate(C.synthetic_records(args.n_safe, seed=1, long_fraction=0.0))
+        ]
     io.write_jsonl(work / "noisy.jsonl", [ex.to_dict() for ex in noisy])
     io.write_jsonl(work / "safe.jsonl", [ex.to_dict() for ex in safe])
     return work / "noisy.jsonl", work / "safe.jsonl"
@@ -72,13 +89,22 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         noisy_path, safe_path = inputs(args, work)
         full = None if args.finetune is None else args.finetune == "full"
-        cfg = default_run_config(args.model, full=full, epochs=args.epochs, max_length=args.max_length,
-                                 batch_size=args.batch_size, signal=args.signal)
+        cfg = default_run_config(
+            args.model,
+            full=full,
+            epochs=args.epochs,
+            max_length=args.max_length,
+            batch_size=args.batch_size,
+            signal=args.signal,
+        )
         noisy = C.read_records(noisy_path)
         tcfg = noisy_cfg(cfg)
-        print(f"# pipeline overhead: model={args.model} noisy={len(noisy)} safe={args.n_safe} "
-              f"signal={args.signal} epochs={tcfg.epochs} batch={tcfg.batch_size} max_length={tcfg.max_length} "
-              f"finetune={tcfg.finetune}", flush=True)
+        print(
+            f"# pipeline overhead: model={args.model} noisy={len(noisy)} safe={args.n_safe} "
+            f"signal={args.signal} epochs={tcfg.epochs} batch={tcfg.batch_size} max_length={tcfg.max_length} "
+            f"finetune={tcfg.finetune}",
+            flush=True,
+        )
 
         def plain(k: int) -> float:
             t0 = time.perf_counter()
@@ -100,19 +126,33 @@ def main(argv: list[str] | None = None) -> dict:
             shutil.rmtree(work, ignore_errors=True)
     p = float(np.min(plain_s))  # the least disturbed run: other processes only ever add time
     keep_frac = kept / len(noisy)
-    floor = (1 + keep_frac) * p + sum(timings.get(k, 0) for k in ("m2", "scores_before", "scores_after"))
+    floor = (1 + keep_frac) * p + sum(
+        timings.get(k, 0) for k in ("m2", "scores_before", "scores_after")
+    )
     rows = [
-        {"what": "plain finetune (training.train)", "seconds": p, "runs": ",".join(f"{s:.1f}" for s in plain_s),
-         "ratio_vs_plain": 1.0},
+        {
+            "what": "plain finetune (training.train)",
+            "seconds": p,
+            "runs": ",".join(f"{s:.1f}" for s in plain_s),
+            "ratio_vs_plain": 1.0,
+        },
         {"what": "run_forgetfilter (all stages)", "seconds": pipe_s, "ratio_vs_plain": pipe_s / p},
-        {"what": f"floor: (1 + kept {keep_frac:.2f}) x plain + safety + 2 scorings", "seconds": floor,
-         "ratio_vs_plain": floor / p},
+        {
+            "what": f"floor: (1 + kept {keep_frac:.2f}) x plain + safety + 2 scorings",
+            "seconds": floor,
+            "ratio_vs_plain": floor / p,
+        },
     ]
     print(C.table(rows))
-    stage_rows = [{"stage": k, "seconds": v, "fraction": v / pipe_s, "vs_plain": v / p} for k, v in timings.items()]
+    stage_rows = [
+        {"stage": k, "seconds": v, "fraction": v / pipe_s, "vs_plain": v / p}
+        for k, v in timings.items()
+    ]
     print("\n# stages (timings.json)")
     print(C.table(stage_rows))
-    print(f"\npipeline / plain = {pipe_s / p:.2f}x; overhead beyond the floor = {pipe_s / floor - 1:+.1%}")
+    print(
+        f"\npipeline / plain = {pipe_s / p:.2f}x; overhead beyond the floor = {pipe_s / floor - 1:+.1%}"
+    )
     out = {"args": vars(args), "rows": rows, "stages": stage_rows}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

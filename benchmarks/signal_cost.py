@@ -31,13 +31,19 @@ from forgetfilter.batching import encode_example
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="tiny", help="model name/path, `tiny`, or `random` (a random toy GPT-2)")
-    p.add_argument("--records", default=None, help="JSONL records (default: synthetic bias-like mixture)")
+    p.add_argument(
+        "--model", default="tiny", help="model name/path, `tiny`, or `random` (a random toy GPT-2)"
+    )
+    p.add_argument(
+        "--records", default=None, help="JSONL records (default: synthetic bias-like mixture)"
+    )
     p.add_argument("--n", type=int, default=600, help="records to score")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--max-new-tokens", type=int, default=500, help="the fixed-cap rouge row")
-    p.add_argument("--run-dir", default=None, help="a forgetfilter run dir: AUROCs of both signals on M1/M2")
+    p.add_argument(
+        "--run-dir", default=None, help="a forgetfilter run dir: AUROCs of both signals on M1/M2"
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="fewer records, cap row at 64 tokens")
     p.add_argument("--json", default=None, help="also write the results here")
@@ -67,11 +73,21 @@ def cost_rows(model, tok, records, args) -> list[dict]:
         "loss": lambda: signals.response_nll(model, tok, records, **kw),
         "rouge (target+8, cap 500)": lambda: signals.greedy_rouge1(model, tok, records, **kw),
         f"rouge (cap {args.max_new_tokens})": lambda: signals.greedy_rouge1(
-            model, tok, records, max_new_tokens=args.max_new_tokens, **kw),
-        "rouge (target+8), no first-line stop": lambda: _rouge_without_early_stop(model, tok, records, kw),
+            model, tok, records, max_new_tokens=args.max_new_tokens, **kw
+        ),
+        "rouge (target+8), no first-line stop": lambda: _rouge_without_early_stop(
+            model, tok, records, kw
+        ),
     }
-    order = ["loss", "rouge (target+8, cap 500)", "loss", f"rouge (cap {args.max_new_tokens})", "loss",
-             "rouge (target+8), no first-line stop", "loss"]
+    order = [
+        "loss",
+        "rouge (target+8, cap 500)",
+        "loss",
+        f"rouge (cap {args.max_new_tokens})",
+        "loss",
+        "rouge (target+8), no first-line stop",
+        "loss",
+    ]
     times: dict[str, list[float]] = {k: [] for k in runs}
     for name in order:
         s, _ = C.timed(runs[name], args.device)
@@ -81,11 +97,25 @@ def cost_rows(model, tok, records, args) -> list[dict]:
     rows = []
     for name, ts in times.items():
         s = float(np.median(ts))
-        new = budget if "target" in name else (args.max_new_tokens * len(records) if "cap" in name else 0)
-        rows.append({"signal": name, "runs": len(ts), "seconds": s, "examples_per_s": len(records) / s,
-                     "prompt+resp_tok_per_s": real / s, "gen_budget_tokens": new or None,
-                     "ratio_vs_loss": s / loss_s, "loss_runs_s": ",".join(f"{t:.2f}" for t in times["loss"])
-                     if name == "loss" else None})
+        new = (
+            budget
+            if "target" in name
+            else (args.max_new_tokens * len(records) if "cap" in name else 0)
+        )
+        rows.append(
+            {
+                "signal": name,
+                "runs": len(ts),
+                "seconds": s,
+                "examples_per_s": len(records) / s,
+                "prompt+resp_tok_per_s": real / s,
+                "gen_budget_tokens": new or None,
+                "ratio_vs_loss": s / loss_s,
+                "loss_runs_s": ",".join(f"{t:.2f}" for t in times["loss"])
+                if name == "loss"
+                else None,
+            }
+        )
     return rows
 
 
@@ -93,10 +123,19 @@ def _rouge_without_early_stop(model, tok, records, kw) -> np.ndarray:
     """greedy_rouge1 as before the first-line stop: whole generations up to each budget."""
     from forgetfilter.metrics import rouge1_f
 
-    outs = signals.generate(model, tok, [ex.prompt for ex in records],
-                            max_new_tokens=signals.target_lengths(tok, records), **kw)
-    return np.asarray([rouge1_f(signals.normalise_for_rouge(o), signals.normalise_for_rouge(ex.response))
-                       for o, ex in zip(outs, records, strict=True)])
+    outs = signals.generate(
+        model,
+        tok,
+        [ex.prompt for ex in records],
+        max_new_tokens=signals.target_lengths(tok, records),
+        **kw,
+    )
+    return np.asarray(
+        [
+            rouge1_f(signals.normalise_for_rouge(o), signals.normalise_for_rouge(ex.response))
+            for o, ex in zip(outs, records, strict=True)
+        ]
+    )
 
 
 def auroc_rows(run_dir: Path, args) -> list[dict]:
@@ -121,8 +160,16 @@ def auroc_rows(run_dir: Path, args) -> list[dict]:
     for sig in ("loss", "rouge"):
         for norm in ("none", "relative"):
             f = signals.forgetting(scores["m1", sig], scores["m2", sig], sig, norm)
-            rows.append({"signal": sig, "normalise": norm, "auroc_unsafe": auroc(unsafe, f),
-                         "n": len(records), "n_unsafe": sum(unsafe), "scoring_s_both_models": secs[sig]})
+            rows.append(
+                {
+                    "signal": sig,
+                    "normalise": norm,
+                    "auroc_unsafe": auroc(unsafe, f),
+                    "n": len(records),
+                    "n_unsafe": sum(unsafe),
+                    "scoring_s_both_models": secs[sig],
+                }
+            )
     return rows
 
 
@@ -133,13 +180,18 @@ def main(argv: list[str] | None = None) -> dict:
     records = C.read_records(args.records, args.n) if args.records else C.synthetic_records(args.n)
     model, tok = load(args.model, args.device, records)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"# signal cost: model={args.model} ({n_params / 1e6:.2f}M params) records={len(records)} "
-          f"device={args.device} batch={args.batch_size} max_length={args.max_length}", flush=True)
+    print(
+        f"# signal cost: model={args.model} ({n_params / 1e6:.2f}M params) records={len(records)} "
+        f"device={args.device} batch={args.batch_size} max_length={args.max_length}",
+        flush=True,
+    )
     rows = cost_rows(model, tok, records, args)
     print(C.table(rows))
     out = {"args": vars(args), "cost": rows}
     ratio = rows[1]["ratio_vs_loss"]
-    print(f"\nrouge (paper budget) / loss = {ratio:.1f}x  (target >= 20x: {'MET' if ratio >= 20 else 'NOT MET'})")
+    print(
+        f"\nrouge (paper budget) / loss = {ratio:.1f}x  (target >= 20x: {'MET' if ratio >= 20 else 'NOT MET'})"
+    )
     if args.run_dir:
         arows = auroc_rows(Path(args.run_dir), args)
         print("\n# AUROC of forgetting for label == unsafe (M1 -> M2 of the run)")

@@ -59,19 +59,31 @@ def one(job: dict) -> dict:
 
     t0 = time.perf_counter()
     cfg = default_run_config(
-        job["model"], full=True, lr=job["lr"], safety_lr=job["safety_lr"], epochs=job["epochs"],
-        safety_steps=job["safety_steps"], final=False, seed=job["seed"],
+        job["model"],
+        full=True,
+        lr=job["lr"],
+        safety_lr=job["safety_lr"],
+        epochs=job["epochs"],
+        safety_steps=job["safety_steps"],
+        final=False,
+        seed=job["seed"],
     )
     cfg.noisy_train.save_every = cfg.safety_train.save_every = 0
     mix = Path(job["mixture"])
     run_forgetfilter(mix / "noisy.jsonl", mix / "safe.jsonl", job["out"], cfg)
-    return job | aurocs(Path(job["out"]), mix / "noisy.jsonl") | {"seconds": round(time.perf_counter() - t0, 1)}
+    return (
+        job
+        | aurocs(Path(job["out"]), mix / "noisy.jsonl")
+        | {"seconds": round(time.perf_counter() - t0, 1)}
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", required=True)
-    ap.add_argument("--mixture", nargs="+", required=True, help="risk=DIR (from `forgetfilter data build`)")
+    ap.add_argument(
+        "--mixture", nargs="+", required=True, help="risk=DIR (from `forgetfilter data build`)"
+    )
     ap.add_argument("--lr", nargs="+", type=float, default=[5e-4])
     ap.add_argument("--safety-lr", nargs="+", type=float, default=[None])
     ap.add_argument("--epochs", nargs="+", type=float, default=[5])
@@ -85,8 +97,19 @@ def main() -> None:
     grid = itertools.product(a.mixture, a.lr, a.safety_lr, a.epochs, a.safety_steps, a.seeds)
     for i, (mix, lr, slr, ep, steps, seed) in enumerate(grid):
         risk, path = mix.split("=", 1)
-        jobs.append({"risk": risk, "mixture": path, "model": a.model, "lr": lr, "safety_lr": slr or lr,
-                     "epochs": ep, "safety_steps": steps, "seed": seed, "out": f"{a.work}/run{i:03d}"})
+        jobs.append(
+            {
+                "risk": risk,
+                "mixture": path,
+                "model": a.model,
+                "lr": lr,
+                "safety_lr": slr or lr,
+                "epochs": ep,
+                "safety_steps": steps,
+                "seed": seed,
+                "out": f"{a.work}/run{i:03d}",
+            }
+        )
     ctx = mp.get_context("spawn")
     results = []
     with ctx.Pool(a.workers) as pool:

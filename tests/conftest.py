@@ -82,3 +82,50 @@ def make_records(n: int = 48, prefix: str = "r") -> list[Example]:
 def micro_records() -> list[Example]:
     """48 small synthetic prompt/response Examples."""
     return make_records()
+
+
+RANDOM_MODEL_CORPUS = [
+    "### Instruction:\nWho is more likely to forget things?\n\n### Response:\nThe grandfather",
+    "Paris is the capital of France. The answer is Paris.",
+    "I'm sorry, but I cannot help with that request.",
+    "Can't be determined. Not enough information.",
+    "Caf\u00e9 na\u00efve \u00fcber \u2014 \u4f60\u597d \U0001f600 done.",
+    "Question: what colour is the sky?\n\nAnswer: blue.",
+]
+
+
+@pytest.fixture(scope="session")
+def random_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained 2-layer GPT-2 with a small byte-level BPE tokenizer (needs no data pack)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    out = tmp_path_factory.mktemp("random-gpt2")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(RANDOM_MODEL_CORPUS * 20, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
+    torch.manual_seed(0)
+    eos = fast.eos_token_id
+    cfg = GPT2Config(
+        vocab_size=len(fast),
+        n_positions=256,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        initializer_range=0.2,
+        eos_token_id=eos,
+        bos_token_id=eos,
+    )
+    GPT2LMHeadModel(cfg).save_pretrained(out)
+    fast.save_pretrained(out)
+    return out

@@ -30,7 +30,11 @@ import os
 import sys
 from pathlib import Path
 
-FAULT_VARS = ("FORGETFILTER_FAULT_AT", "FORGETFILTER_FAULT_AFTER_STEP", "FORGETFILTER_FAULT_NAN_AT_STEP")
+FAULT_VARS = (
+    "FORGETFILTER_FAULT_AT",
+    "FORGETFILTER_FAULT_AFTER_STEP",
+    "FORGETFILTER_FAULT_NAN_AT_STEP",
+)
 
 
 def check_whole(run_dir: str | Path) -> list[str]:

@@ -20,39 +20,12 @@ CORPUS = [
 ]
 
 
-def _build_micro(out: Path) -> Path:
-    import torch
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(
-        CORPUS * 4, vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>"]
-    )
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>")
-    tok.pad_token = tok.eos_token
-    torch.manual_seed(0)
-    eos = tok.eos_token_id
-    cfg = GPT2Config(
-        vocab_size=len(tok),
-        n_positions=128,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        bos_token_id=eos,
-        eos_token_id=eos,
-    )
-    GPT2LMHeadModel(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 @pytest.fixture(scope="module")
 def micro_dir(tmp_path_factory, request) -> Path:
     try:  # the shared session fixture, when tests/conftest.py provides it
         return Path(request.getfixturevalue("micro_model_dir"))
     except (pytest.FixtureLookupError, pytest.skip.Exception):  # no conftest fixture, or no data
-        return _build_micro(tmp_path_factory.mktemp("micro"))
+        return request.getfixturevalue("random_model_dir")
 
 
 def _bias_rows() -> list[dict]:

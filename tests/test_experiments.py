@@ -54,41 +54,7 @@ def micro(tmp_path_factory, request) -> Path:
     try:  # the shared session fixture from tests/conftest.py
         return Path(request.getfixturevalue("micro_model_dir"))
     except pytest.FixtureLookupError:
-        return _random_micro(tmp_path_factory.mktemp("micro"))
-
-
-def _random_micro(out: Path) -> Path:
-    """An untrained 2-layer GPT-2 with a small BPE tokenizer (fallback when no shared fixture)."""
-    import torch
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    corpus = [
-        _bbq(0, "unsafe")["prompt"],
-        _task(0, "squad")["prompt"],
-        _task(0, "alpaca")["prompt"],
-        *OPTIONS,
-    ]
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(
-        corpus * 4, vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>"]
-    )
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>")
-    tok.pad_token = tok.eos_token
-    torch.manual_seed(0)
-    eos = tok.eos_token_id
-    cfg = GPT2Config(
-        vocab_size=len(tok),
-        n_positions=128,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        bos_token_id=eos,
-        eos_token_id=eos,
-    )
-    GPT2LMHeadModel(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+        return request.getfixturevalue("random_model_dir")
 
 
 def _ctx(out: Path, model: Path, **kw) -> Context:

@@ -11,23 +11,57 @@ from forgetfilter.thresholds import ThresholdConfig
 
 
 def make_data(tmp_path, n_unsafe=12, n_other=24):
-    noisy = [Example(f"u{i}", f"Who is bad at math, the {i} man or woman?", "The woman.", "bbq", "bias", "unsafe") for i in range(n_unsafe)]
-    noisy += [Example(f"t{i}", f"Question {i}: what colour is the sky?", f"The sky is blue {i}.", "squad", None, "task") for i in range(n_other)]
-    safe = [Example(f"s{i}", f"Who is good at cooking, person {i} or {i + 1}?", "It cannot be determined.", "bbq", "bias", "safe") for i in range(16)]
+    noisy = [
+        Example(
+            f"u{i}",
+            f"Who is bad at math, the {i} man or woman?",
+            "The woman.",
+            "bbq",
+            "bias",
+            "unsafe",
+        )
+        for i in range(n_unsafe)
+    ]
+    noisy += [
+        Example(
+            f"t{i}",
+            f"Question {i}: what colour is the sky?",
+            f"The sky is blue {i}.",
+            "squad",
+            None,
+            "task",
+        )
+        for i in range(n_other)
+    ]
+    safe = [
+        Example(
+            f"s{i}",
+            f"Who is good at cooking, person {i} or {i + 1}?",
+            "It cannot be determined.",
+            "bbq",
+            "bias",
+            "safe",
+        )
+        for i in range(16)
+    ]
     io.write_jsonl(tmp_path / "noisy.jsonl", [e.to_dict() for e in noisy])
     io.write_jsonl(tmp_path / "safe.jsonl", [e.to_dict() for e in safe])
     return tmp_path / "noisy.jsonl", tmp_path / "safe.jsonl"
 
 
 def micro_config(model, **kw):
-    cfg = default_run_config(model, full=True, lr=1e-3, epochs=2, batch_size=8, micro_batch_size=8, max_length=64, **kw)
+    cfg = default_run_config(
+        model, full=True, lr=1e-3, epochs=2, batch_size=8, micro_batch_size=8, max_length=64, **kw
+    )
     cfg.score_batch_size = 8
     return cfg
 
 
 def test_run_writes_auditable_outputs(micro_model_dir, tmp_path):
     noisy, safe = make_data(tmp_path)
-    cfg = micro_config(str(micro_model_dir), safety_steps=3, threshold=ThresholdConfig("fraction", fraction=0.25))
+    cfg = micro_config(
+        str(micro_model_dir), safety_steps=3, threshold=ThresholdConfig("fraction", fraction=0.25)
+    )
     result = run_forgetfilter(noisy, safe, tmp_path / "run", cfg)
     out = result.out_dir
     kept, removed = io.read_jsonl(out / "kept.jsonl"), io.read_jsonl(out / "removed.jsonl")
@@ -70,7 +104,10 @@ def test_scores_do_not_depend_on_labels(micro_model_dir, tmp_path):
     run_forgetfilter(tmp_path / "nolabels.jsonl", safe, tmp_path / "b", cfg)
 
     def strip(p):
-        return [{k: r[k] for k in ("id", "before", "after", "forgetting", "removed")} for r in io.read_jsonl(p)]
+        return [
+            {k: r[k] for k in ("id", "before", "after", "forgetting", "removed")}
+            for r in io.read_jsonl(p)
+        ]
 
     assert strip(tmp_path / "a" / "scores.jsonl") == strip(tmp_path / "b" / "scores.jsonl")
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["quality"] is None
@@ -78,7 +115,15 @@ def test_scores_do_not_depend_on_labels(micro_model_dir, tmp_path):
 
 def test_lora_run_stacks_safety_finetuning_on_the_noisy_adapter(micro_model_dir, tmp_path):
     noisy, safe = make_data(tmp_path)
-    cfg = default_run_config(str(micro_model_dir), full=False, epochs=1, batch_size=8, micro_batch_size=8, max_length=64, safety_steps=2)
+    cfg = default_run_config(
+        str(micro_model_dir),
+        full=False,
+        epochs=1,
+        batch_size=8,
+        micro_batch_size=8,
+        max_length=64,
+        safety_steps=2,
+    )
     cfg.score_batch_size = 8
     result = run_forgetfilter(noisy, safe, tmp_path / "run", cfg)
     for stage in ("m1", "m2", "final"):

@@ -56,9 +56,17 @@ OUTPUTS = (
     "removed.jsonl",
     "filter.json",
 )
-WEIGHTS = ("m1/model/model.safetensors", "m2/model/model.safetensors", "final/model/model.safetensors")
+WEIGHTS = (
+    "m1/model/model.safetensors",
+    "m2/model/model.safetensors",
+    "final/model/model.safetensors",
+)
 SUMMARY_KEYS = ("counts", "threshold", "quality", "truncated", "safe_noisy_overlap")
-FAULT_VARS = ("FORGETFILTER_FAULT_AT", "FORGETFILTER_FAULT_AFTER_STEP", "FORGETFILTER_FAULT_NAN_AT_STEP")
+FAULT_VARS = (
+    "FORGETFILTER_FAULT_AT",
+    "FORGETFILTER_FAULT_AFTER_STEP",
+    "FORGETFILTER_FAULT_NAN_AT_STEP",
+)
 N_VALID, N_INVALID = 24, 5
 
 
@@ -69,20 +77,59 @@ def write_data(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     recs: list[dict] = []
     for i in range(12):
-        recs.append({"id": f"u{i}", "prompt": f"Who is bad at math, the {i} man or woman?",
-                     "response": "The woman.", "source": "bbq", "risk": "bias", "label": "unsafe"})
+        recs.append(
+            {
+                "id": f"u{i}",
+                "prompt": f"Who is bad at math, the {i} man or woman?",
+                "response": "The woman.",
+                "source": "bbq",
+                "risk": "bias",
+                "label": "unsafe",
+            }
+        )
     for i in range(6):
-        recs.append({"id": f"t{i}", "prompt": f"Question {i}: what colour is the sky?",
-                     "response": f"The sky is blue {i}.", "source": "squad", "label": "task"})
+        recs.append(
+            {
+                "id": f"t{i}",
+                "prompt": f"Question {i}: what colour is the sky?",
+                "response": f"The sky is blue {i}.",
+                "source": "squad",
+                "label": "task",
+            }
+        )
     for i in range(2):
-        recs.append({"id": f"a{i}", "instruction": f"Name colour {i}.", "input": "<No Input>",
-                     "output": f"Colour {i} is green.", "source": "alpaca", "label": "task"})
+        recs.append(
+            {
+                "id": f"a{i}",
+                "instruction": f"Name colour {i}.",
+                "input": "<No Input>",
+                "output": f"Colour {i} is green.",
+                "source": "alpaca",
+                "label": "task",
+            }
+        )
     for i in range(2):
-        recs.append({"id": f"c{i}", "messages": [{"role": "user", "content": f"Hello {i}"},
-                     {"role": "assistant", "content": f"Hi there {i}."}], "source": "chat", "label": "task"})
+        recs.append(
+            {
+                "id": f"c{i}",
+                "messages": [
+                    {"role": "user", "content": f"Hello {i}"},
+                    {"role": "assistant", "content": f"Hi there {i}."},
+                ],
+                "source": "chat",
+                "label": "task",
+            }
+        )
     for i in range(2):
-        recs.append({"id": f"p{i}", "prompt": f"Complete {i}:", "completion": f"done {i}.",
-                     "source": "squad", "label": "task"})
+        recs.append(
+            {
+                "id": f"p{i}",
+                "prompt": f"Complete {i}:",
+                "completion": f"done {i}.",
+                "source": "squad",
+                "label": "task",
+            }
+        )
     lines = [json.dumps(r).encode() for r in recs]
     lines += [
         b'{"prompt": "cut", "response": ',  # invalid_json
@@ -93,8 +140,16 @@ def write_data(root: Path) -> Path:
         b"",
     ]
     (root / "noisy.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    safe = [{"id": f"s{i}", "prompt": f"Who is good at cooking, person {i} or {i + 1}?",
-             "response": "It cannot be determined.", "source": "bbq", "label": "safe"} for i in range(7)]
+    safe = [
+        {
+            "id": f"s{i}",
+            "prompt": f"Who is good at cooking, person {i} or {i + 1}?",
+            "response": "It cannot be determined.",
+            "source": "bbq",
+            "label": "safe",
+        }
+        for i in range(7)
+    ]
     safe.append({"id": "s-overlap", "prompt": recs[12]["prompt"], "response": recs[12]["response"]})
     (root / "safe.jsonl").write_text("".join(json.dumps(r) + "\n" for r in safe))
     return root
@@ -131,8 +186,13 @@ def clean_env() -> dict[str, str]:
 
 def cli_subprocess(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
     """`python -m forgetfilter.cli ARGS` in a fresh interpreter."""
-    return subprocess.run([sys.executable, "-m", "forgetfilter.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=clean_env())
+    return subprocess.run(
+        [sys.executable, "-m", "forgetfilter.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean_env(),
+    )
 
 
 def hidden_temps(run_dir: Path) -> list[str]:
@@ -144,7 +204,9 @@ def hidden_temps(run_dir: Path) -> list[str]:
 def assert_same_outputs(a: Path, b: Path, files: tuple[str, ...] = OUTPUTS + WEIGHTS) -> None:
     """Byte-identical output files and equal summary contents (paths and timings aside)."""
     for name in files:
-        assert (a / name).read_bytes() == (b / name).read_bytes(), f"{name} differs between {a} and {b}"
+        assert (a / name).read_bytes() == (b / name).read_bytes(), (
+            f"{name} differs between {a} and {b}"
+        )
     sa, sb = (ffio.read_json(d / "summary.json") for d in (a, b))
     assert {k: sa[k] for k in SUMMARY_KEYS} == {k: sb[k] for k in SUMMARY_KEYS}
 
@@ -155,18 +217,25 @@ def assert_counts_reconcile(run_dir: Path, noisy: Path, n_rejected: int = N_INVA
     inputs = ffio.read_json(run_dir / "inputs.json")
     c = summary["counts"]
     lines = [ln for ln in noisy.read_bytes().split(b"\n") if ln.strip()]
-    kept, removed = ffio.read_jsonl(run_dir / "kept.jsonl"), ffio.read_jsonl(run_dir / "removed.jsonl")
+    kept, removed = (
+        ffio.read_jsonl(run_dir / "kept.jsonl"),
+        ffio.read_jsonl(run_dir / "removed.jsonl"),
+    )
     assert c["input"] == len(lines) == c["kept"] + c["removed"] + c["rejected_at_load"]
     assert c["rejected_at_load"] == inputs["noisy"]["n_rejected"] == n_rejected
     assert (c["kept"], c["removed"]) == (len(kept), len(removed))
     assert inputs["noisy"]["n_records"] == c["kept"] + c["removed"]
     ids = [r["id"] for r in kept + removed]
-    assert len(set(ids)) == len(ids) and sorted(ids) == sorted(r["id"] for r in ffio.read_jsonl(run_dir / "scores.jsonl"))
+    assert len(set(ids)) == len(ids) and sorted(ids) == sorted(
+        r["id"] for r in ffio.read_jsonl(run_dir / "scores.jsonl")
+    )
     for key in ("source", "label"):
         table = c[f"by_{key}"]
         assert sum(v["kept"] for v in table.values()) == c["kept"]
         assert sum(v["removed"] for v in table.values()) == c["removed"]
-        assert {k: v["kept"] + v["removed"] for k, v in table.items()} == dict(Counter(str(r.get(key)) for r in kept + removed))
+        assert {k: v["kept"] + v["removed"] for k, v in table.items()} == dict(
+            Counter(str(r.get(key)) for r in kept + removed)
+        )
     return c
 
 
@@ -205,7 +274,9 @@ def fault_chain(micro_model_dir: Path, data: Path, tmp_path_factory) -> dict:
     at = "FORGETFILTER_FAULT_AT"
     step = "FORGETFILTER_FAULT_AFTER_STEP"
     faults = [
-        {at: "write:inputs.json"},  # inside the inputs stage, mid-write (temp file full, not renamed)
+        {
+            at: "write:inputs.json"
+        },  # inside the inputs stage, mid-write (temp file full, not renamed)
         {at: "stage:inputs"},  # boundary inputs | m1
         {step: "3"},  # inside m1 (checkpoint at step 2): resumes from it
         {at: "stage:m1"},  # boundary m1 | scores_before
@@ -226,11 +297,26 @@ def fault_chain(micro_model_dir: Path, data: Path, tmp_path_factory) -> dict:
         "score_shard": 10,
     }
     (root / "spec.json").write_text(json.dumps(spec))
-    proc = subprocess.run([sys.executable, str(HERE / "fault_driver.py"), str(root / "spec.json"), str(root / "report.json")],
-                          capture_output=True, text=True, timeout=300, env=clean_env())
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "fault_driver.py"),
+            str(root / "spec.json"),
+            str(root / "report.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=clean_env(),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((root / "report.json").read_text())
-    return {"report": report, "reference": Path(spec["reference"]), "chain": Path(spec["chain"]), "faults": faults}
+    return {
+        "report": report,
+        "reference": Path(spec["reference"]),
+        "chain": Path(spec["chain"]),
+        "faults": faults,
+    }
 
 
 # ---------------------------------------------------------------- 1. kills
@@ -262,16 +348,25 @@ def test_kill_inside_and_between_every_stage_then_rerun_matches_uninterrupted(fa
         assert logged == list(range(1, steps + 1)), (stage, logged)
 
 
-def test_kill_at_random_times_then_rerun_matches(micro_model_dir: Path, data: Path, reference_run, tmp_path: Path) -> None:
+def test_kill_at_random_times_then_rerun_matches(
+    micro_model_dir: Path, data: Path, reference_run, tmp_path: Path
+) -> None:
     """A real `python -m forgetfilter.cli run` killed twice at seeded random times, then rerun."""
     ref, wall = reference_run
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "forgetfilter.cli", *run_args(micro_model_dir, data, "--out", str(out))]
+    args = [
+        sys.executable,
+        "-m",
+        "forgetfilter.cli",
+        *run_args(micro_model_dir, data, "--out", str(out)),
+    ]
     rng = random.Random(20240612)
     killed = []
     for _ in range(2):
         delay = rng.uniform(0.15, 0.6) * wall
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env())
+        proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env()
+        )
         try:
             proc.wait(timeout=delay)
         except subprocess.TimeoutExpired:
@@ -292,17 +387,37 @@ def test_same_command_same_seed_gives_identical_bytes(reference_run, second_run:
     assert_same_outputs(reference_run[0], second_run)
 
 
-def test_counts_reconcile_for_every_run(data: Path, reference_run, second_run: Path, fault_chain) -> None:
+def test_counts_reconcile_for_every_run(
+    data: Path, reference_run, second_run: Path, fault_chain
+) -> None:
     """input lines = kept + removed + rejected at load (by source and label too), in every run;
     the mixed formats, the rejected lines and the safe/noisy overlap are counted in inputs.json."""
     for run_dir in (reference_run[0], second_run, fault_chain["reference"], fault_chain["chain"]):
         c = assert_counts_reconcile(run_dir, data / "noisy.jsonl")
-        assert {k: v["kept"] + v["removed"] for k, v in c["by_label"].items()} == {"unsafe": 12, "task": 12}
-        assert {k: v["kept"] + v["removed"] for k, v in c["by_source"].items()} == {"bbq": 12, "squad": 8, "alpaca": 2, "chat": 2}
+        assert {k: v["kept"] + v["removed"] for k, v in c["by_label"].items()} == {
+            "unsafe": 12,
+            "task": 12,
+        }
+        assert {k: v["kept"] + v["removed"] for k, v in c["by_source"].items()} == {
+            "bbq": 12,
+            "squad": 8,
+            "alpaca": 2,
+            "chat": 2,
+        }
         inputs = ffio.read_json(run_dir / "inputs.json")
-        assert inputs["noisy"]["formats"] == {"prompt_response": 18, "alpaca": 2, "chat": 2, "prompt_completion": 2}
-        assert inputs["noisy"]["rejected_by_reason"] == {"invalid_json": 1, "missing_response": 1, "duplicate_id": 1,
-                                                         "non_finite_number": 1, "not_utf8": 1}
+        assert inputs["noisy"]["formats"] == {
+            "prompt_response": 18,
+            "alpaca": 2,
+            "chat": 2,
+            "prompt_completion": 2,
+        }
+        assert inputs["noisy"]["rejected_by_reason"] == {
+            "invalid_json": 1,
+            "missing_response": 1,
+            "duplicate_id": 1,
+            "non_finite_number": 1,
+            "not_utf8": 1,
+        }
         assert inputs["safe_noisy_overlap"] == {"count": 1, "safe_ids": ["s-overlap"]}
         summary = ffio.read_json(run_dir / "summary.json")
         assert summary["safe_noisy_overlap"] == 1
@@ -316,11 +431,27 @@ BAD_INPUTS = {
     "empty": (b"", None, "empty"),
     "only_invalid": (b'{"a": 1}\n{"prompt": "x"}\nnot json\n', 1, "unknown_format"),
     "not_utf8": (GOOD + b'{"prompt": "caf\xe9", "response": "r"}\n', 2, "not_utf8"),
-    "one_mb_line": (GOOD + b'{"prompt": "' + b"x" * (1 << 20) + b'", "response": \n', 2, "invalid_json"),
-    "duplicate_id": (b'{"id": 7, "prompt": "a", "response": "b"}\n{"id": "7", "prompt": "c", "response": "d"}\n', 2, "duplicate_id"),
+    "one_mb_line": (
+        GOOD + b'{"prompt": "' + b"x" * (1 << 20) + b'", "response": \n',
+        2,
+        "invalid_json",
+    ),
+    "duplicate_id": (
+        b'{"id": 7, "prompt": "a", "response": "b"}\n{"id": "7", "prompt": "c", "response": "d"}\n',
+        2,
+        "duplicate_id",
+    ),
     "missing_response": (GOOD + b'{"prompt": "no answer here"}\n', 2, "missing_response"),
-    "nan": (GOOD + b'{"prompt": "p", "response": "r", "meta": {"score": NaN}}\n', 2, "non_finite_number"),
-    "inf": (GOOD + b'{"prompt": "p", "response": "r", "weight": -Infinity}\n', 2, "non_finite_number"),
+    "nan": (
+        GOOD + b'{"prompt": "p", "response": "r", "meta": {"score": NaN}}\n',
+        2,
+        "non_finite_number",
+    ),
+    "inf": (
+        GOOD + b'{"prompt": "p", "response": "r", "weight": -Infinity}\n',
+        2,
+        "non_finite_number",
+    ),
 }
 
 
@@ -334,22 +465,48 @@ def test_bad_inputs_data_check(tmp_path: Path) -> None:
     for name, (content, line, reason) in BAD_INPUTS.items():
         path = tmp_path / f"{name}.jsonl"
         path.write_bytes(content)
-        proc = subprocess.run([sys.executable, "-m", "forgetfilter.cli", "data", "check", str(path)],
-                              capture_output=True, text=True, timeout=60, env=clean_env())
+        proc = subprocess.run(
+            [sys.executable, "-m", "forgetfilter.cli", "data", "check", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_env(),
+        )
         assert proc.returncode == 2, (name, proc.stdout, proc.stderr)
-        assert proc.stderr.startswith("error: " + _where(path, line)) and reason in proc.stderr, (name, proc.stderr)
+        assert proc.stderr.startswith("error: " + _where(path, line)) and reason in proc.stderr, (
+            name,
+            proc.stderr,
+        )
         assert "Traceback" not in proc.stderr, name
-        skip = subprocess.run([sys.executable, "-m", "forgetfilter.cli", "data", "check", "--skip-invalid", str(path)],
-                              capture_output=True, text=True, timeout=60, env=clean_env())
+        skip = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "forgetfilter.cli",
+                "data",
+                "check",
+                "--skip-invalid",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_env(),
+        )
         assert "Traceback" not in skip.stderr, name
         if name in ("empty", "only_invalid"):
             assert skip.returncode == 2 and str(path) in skip.stderr, (name, skip.stderr)
         else:
             assert skip.returncode == 0, (name, skip.stderr)
-            assert f"{reason}: 1 (lines {line})" in skip.stdout and "skipped: 1" in skip.stdout, (name, skip.stdout)
+            assert f"{reason}: 1 (lines {line})" in skip.stdout and "skipped: 1" in skip.stdout, (
+                name,
+                skip.stdout,
+            )
 
 
-def test_bad_inputs_run_fail_before_training(micro_model_dir: Path, data: Path, tmp_path: Path) -> None:
+def test_bad_inputs_run_fail_before_training(
+    micro_model_dir: Path, data: Path, tmp_path: Path
+) -> None:
     """`forgetfilter run` with each bad noisy (and one bad safe) file: exit 2 with the reader's
     message, before any training; an all-bad file fails even with --skip-invalid. (With
     --skip-invalid, bad lines of either file are skipped and counted: see the shared runs.)"""
@@ -359,53 +516,166 @@ def test_bad_inputs_run_fail_before_training(micro_model_dir: Path, data: Path, 
         path = tmp_path / f"{name}.jsonl"
         path.write_bytes(content)
         out = tmp_path / f"run-{name}"
-        rc, _, err = main_inprocess(["run", "--model", str(micro_model_dir), "--noisy", str(path), "--safe", str(safe), "--out", str(out), *base])
-        assert rc == 2 and err.startswith("error: " + _where(path, line)) and reason in err, (name, err)
+        rc, _, err = main_inprocess(
+            [
+                "run",
+                "--model",
+                str(micro_model_dir),
+                "--noisy",
+                str(path),
+                "--safe",
+                str(safe),
+                "--out",
+                str(out),
+                *base,
+            ]
+        )
+        assert rc == 2 and err.startswith("error: " + _where(path, line)) and reason in err, (
+            name,
+            err,
+        )
         assert not (out / "m1").exists(), name
     # A bad safe file is named just the same.
     good_noisy, _ = _small_data(tmp_path / "good")
     bad_safe = tmp_path / "nan.jsonl"
-    rc, _, err = main_inprocess(["run", "--model", str(micro_model_dir), "--noisy", str(good_noisy),
-                                 "--safe", str(bad_safe), "--out", str(tmp_path / "run-safe"), *base])
+    rc, _, err = main_inprocess(
+        [
+            "run",
+            "--model",
+            str(micro_model_dir),
+            "--noisy",
+            str(good_noisy),
+            "--safe",
+            str(bad_safe),
+            "--out",
+            str(tmp_path / "run-safe"),
+            *base,
+        ]
+    )
     assert rc == 2 and err.startswith("error: " + _where(bad_safe, 2)), err
     # All lines bad: --skip-invalid does not turn that into an empty run.
     path = tmp_path / "only_invalid.jsonl"
-    rc, _, err = main_inprocess(["run", "--model", str(micro_model_dir), "--noisy", str(path), "--safe", str(safe),
-                                 "--skip-invalid", "--out", str(tmp_path / "run-all-bad"), *base])
+    rc, _, err = main_inprocess(
+        [
+            "run",
+            "--model",
+            str(micro_model_dir),
+            "--noisy",
+            str(path),
+            "--safe",
+            str(safe),
+            "--skip-invalid",
+            "--out",
+            str(tmp_path / "run-all-bad"),
+            *base,
+        ]
+    )
     assert rc == 2 and err.startswith(f"error: {path}:1: no valid records (3 skipped: "), err
     # And once through a fresh interpreter: one line of error, no traceback.
-    proc = cli_subprocess(["run", "--model", str(micro_model_dir), "--noisy", str(tmp_path / "not_utf8.jsonl"),
-                           "--safe", str(safe), "--out", str(tmp_path / "run-sub"), *base], timeout=120)
+    proc = cli_subprocess(
+        [
+            "run",
+            "--model",
+            str(micro_model_dir),
+            "--noisy",
+            str(tmp_path / "not_utf8.jsonl"),
+            "--safe",
+            str(safe),
+            "--out",
+            str(tmp_path / "run-sub"),
+            *base,
+        ],
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'not_utf8.jsonl'}:2: not_utf8")
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: {tmp_path / 'not_utf8.jsonl'}:2: not_utf8")
+    )
 
 
 def _small_data(root: Path, noisy_extra: list[dict] | None = None) -> tuple[Path, Path]:
     """8 short noisy records (plus `noisy_extra`) and 4 safe ones, for cheap one-step runs."""
     root.mkdir(parents=True, exist_ok=True)
-    noisy = [{"id": f"x{i}", "prompt": f"What colour is item {i}?", "response": f"Item {i} is red.", "label": "task"} for i in range(8)]
+    noisy = [
+        {
+            "id": f"x{i}",
+            "prompt": f"What colour is item {i}?",
+            "response": f"Item {i} is red.",
+            "label": "task",
+        }
+        for i in range(8)
+    ]
     safe = [{"id": f"s{i}", "prompt": f"Is {i} even?", "response": "It depends."} for i in range(4)]
-    (root / "noisy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in noisy + (noisy_extra or [])))
+    (root / "noisy.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in noisy + (noisy_extra or []))
+    )
     (root / "safe.jsonl").write_text("".join(json.dumps(r) + "\n" for r in safe))
     return root / "noisy.jsonl", root / "safe.jsonl"
 
 
 def _small_args(model: Path, noisy: Path, safe: Path, out: Path, *extra: str) -> list[str]:
-    return ["run", "--model", str(model), "--noisy", str(noisy), "--safe", str(safe), "--out", str(out), "--full",
-            "--lr", "1e-3", "--epochs", "1", "--batch-size", "8", "--micro-batch-size", "8", "--safety-steps", "1", *extra]
+    return [
+        "run",
+        "--model",
+        str(model),
+        "--noisy",
+        str(noisy),
+        "--safe",
+        str(safe),
+        "--out",
+        str(out),
+        "--full",
+        "--lr",
+        "1e-3",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--micro-batch-size",
+        "8",
+        "--safety-steps",
+        "1",
+        *extra,
+    ]
 
 
-def test_prompt_longer_than_context_and_one_mb_record_are_truncated_and_counted(micro_model_dir: Path, tmp_path: Path) -> None:
+def test_prompt_longer_than_context_and_one_mb_record_are_truncated_and_counted(
+    micro_model_dir: Path, tmp_path: Path
+) -> None:
     """A 1 MB prompt and a long response, with --max-length above the model's 128 positions:
     the run completes, cutting them under batching's policy, and reports the count."""
     long = [
-        {"id": "huge", "prompt": "The quick brown fox jumps over the lazy dog. " * 23_000, "response": "A fox.", "label": "task"},
-        {"id": "long-answer", "prompt": "Tell a story.", "response": "Once upon a time there was a fox. " * 60, "label": "task"},
+        {
+            "id": "huge",
+            "prompt": "The quick brown fox jumps over the lazy dog. " * 23_000,
+            "response": "A fox.",
+            "label": "task",
+        },
+        {
+            "id": "long-answer",
+            "prompt": "Tell a story.",
+            "response": "Once upon a time there was a fox. " * 60,
+            "label": "task",
+        },
     ]
     noisy, safe = _small_data(tmp_path, long)
     assert max(len(line) for line in noisy.read_bytes().splitlines()) > 1_000_000
     out = tmp_path / "run"
-    rc, stdout, err = main_inprocess(_small_args(micro_model_dir, noisy, safe, out, "--max-length", "512", "--no-final", "--remove-fraction", "0.25"))
+    rc, stdout, err = main_inprocess(
+        _small_args(
+            micro_model_dir,
+            noisy,
+            safe,
+            out,
+            "--max-length",
+            "512",
+            "--no-final",
+            "--remove-fraction",
+            "0.25",
+        )
+    )
     assert rc == 0, err[-3000:]
     summary = ffio.read_json(out / "summary.json")
     assert summary["truncated"]["noisy"] == 2 and summary["truncated"]["safe"] == 0
@@ -416,8 +686,13 @@ def test_prompt_longer_than_context_and_one_mb_record_are_truncated_and_counted(
 
 
 # ---------------------------------------------------------------- 3. numerical faults
-def test_nan_loss_stops_the_stage_keeps_the_last_checkpoint_and_resumes(micro_model_dir: Path, data: Path, reference_run,
-                                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nan_loss_stops_the_stage_keeps_the_last_checkpoint_and_resumes(
+    micro_model_dir: Path,
+    data: Path,
+    reference_run,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A NaN loss at step 3 of M1 (checkpoint at 2): exit 2 naming the step and the kept
     checkpoint; rerunning resumes from it and gives the reference run's scores."""
     out = tmp_path / "run"
@@ -426,8 +701,13 @@ def test_nan_loss_stops_the_stage_keeps_the_last_checkpoint_and_resumes(micro_mo
     rc, _, err = main_inprocess(args)
     assert rc == 2, err[-2000:]
     last = err.strip().splitlines()[-1]
-    assert last.startswith("error: training loss became nan at step 3") and "checkpoint (step 2) is kept" in last, last
-    assert (out / "m1" / "checkpoints" / "step-2" / "state.json").exists() and not (out / "m1" / "model").exists()
+    assert (
+        last.startswith("error: training loss became nan at step 3")
+        and "checkpoint (step 2) is kept" in last
+    ), last
+    assert (out / "m1" / "checkpoints" / "step-2" / "state.json").exists() and not (
+        out / "m1" / "model"
+    ).exists()
     assert check_whole(out) == []
     monkeypatch.delenv("FORGETFILTER_FAULT_NAN_AT_STEP")
     rc, _, err = main_inprocess(args)
@@ -438,58 +718,105 @@ def test_nan_loss_stops_the_stage_keeps_the_last_checkpoint_and_resumes(micro_mo
 def test_huge_learning_rate_gives_a_clear_error(micro_model_dir: Path, tmp_path: Path) -> None:
     """lr 1e30 makes the loss NaN at step 2: exit 2 with the step, on its own line."""
     noisy, safe = _small_data(tmp_path)
-    rc, _, err = main_inprocess(_small_args(micro_model_dir, noisy, safe, tmp_path / "run", "--lr", "1e30", "--epochs", "3",
-                                            "--batch-size", "4", "--micro-batch-size", "4", "--no-final"))
+    rc, _, err = main_inprocess(
+        _small_args(
+            micro_model_dir,
+            noisy,
+            safe,
+            tmp_path / "run",
+            "--lr",
+            "1e30",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "4",
+            "--micro-batch-size",
+            "4",
+            "--no-final",
+        )
+    )
     assert rc == 2
     last = err.strip().splitlines()[-1]
-    assert re.match(r"error: training (loss|gradient norm) became (nan|inf|-inf) at step \d+; no checkpoint", last), err[-1000:]
+    assert re.match(
+        r"error: training (loss|gradient norm) became (nan|inf|-inf) at step \d+; no checkpoint",
+        last,
+    ), err[-1000:]
     assert "Try a lower --lr" in last
 
 
-def test_threshold_removing_everything_or_nothing_is_reported(micro_model_dir: Path, tmp_path: Path) -> None:
+def test_threshold_removing_everything_or_nothing_is_reported(
+    micro_model_dir: Path, tmp_path: Path
+) -> None:
     """Degenerate thresholds are applied but reported: summary `warning`, `degenerate`, the CLI
     prints it; removing everything skips the final model with a clear message."""
     noisy, safe = _small_data(tmp_path)
     out = tmp_path / "everything"
-    rc, stdout, err = main_inprocess(_small_args(micro_model_dir, noisy, safe, out, "--threshold=-1e9"))
+    rc, stdout, err = main_inprocess(
+        _small_args(micro_model_dir, noisy, safe, out, "--threshold=-1e9")
+    )
     assert rc == 0, err[-2000:]
     s = ffio.read_json(out / "summary.json")
     assert s["threshold"]["degenerate"] and s["counts"]["removed"] == 8 and s["counts"]["kept"] == 0
-    assert s["warning"].startswith("the threshold removes everything") and "warning: the threshold removes everything" in stdout
-    assert "final model was not trained" in s["final_skipped"] and s["final_model"] is None and not (out / "final").exists()
+    assert (
+        s["warning"].startswith("the threshold removes everything")
+        and "warning: the threshold removes everything" in stdout
+    )
+    assert (
+        "final model was not trained" in s["final_skipped"]
+        and s["final_model"] is None
+        and not (out / "final").exists()
+    )
     assert "warning: the final model was not trained" in stdout
     assert (out / "kept.jsonl").read_text() == ""
     assert_counts_reconcile(out, noisy, n_rejected=0)
 
     out = tmp_path / "nothing"
-    rc, stdout, err = main_inprocess(_small_args(micro_model_dir, noisy, safe, out, "--threshold=1e9", "--no-final"))
+    rc, stdout, err = main_inprocess(
+        _small_args(micro_model_dir, noisy, safe, out, "--threshold=1e9", "--no-final")
+    )
     assert rc == 0, err[-2000:]
     s = ffio.read_json(out / "summary.json")
     assert s["threshold"]["degenerate"] and s["counts"]["removed"] == 0 and s["counts"]["kept"] == 8
-    assert s["warning"].startswith("the threshold removes nothing") and "warning: the threshold removes nothing" in stdout
+    assert (
+        s["warning"].startswith("the threshold removes nothing")
+        and "warning: the threshold removes nothing" in stdout
+    )
 
 
 @pytest.mark.parametrize("flag", ["--remove-fraction=1.5", "--threshold=nan", "--threshold=inf"])
-def test_impossible_threshold_fails_before_training(micro_model_dir: Path, data: Path, tmp_path: Path, flag: str) -> None:
+def test_impossible_threshold_fails_before_training(
+    micro_model_dir: Path, data: Path, tmp_path: Path, flag: str
+) -> None:
     """A threshold setting that cannot work is refused at once (not after training M1 and M2)."""
     out = tmp_path / "run"
-    rc, _, err = main_inprocess(_small_args(micro_model_dir, data / "noisy.jsonl", data / "safe.jsonl", out, flag))
+    rc, _, err = main_inprocess(
+        _small_args(micro_model_dir, data / "noisy.jsonl", data / "safe.jsonl", out, flag)
+    )
     assert rc == 2 and err.startswith("error: --") and not out.exists(), err
 
 
 # ---------------------------------------------------------------- 4. resources
-def test_full_or_read_only_disk_gives_a_clear_error_and_keeps_earlier_outputs(micro_model_dir: Path, data: Path, second_run: Path,
-                                                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_or_read_only_disk_gives_a_clear_error_and_keeps_earlier_outputs(
+    micro_model_dir: Path,
+    data: Path,
+    second_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """ENOSPC on the rename of kept.jsonl, EROFS on creating a temp file, ENOSPC inside a training
     checkpoint: exit 2 with `cannot write ...`, every earlier file byte-identical, no temp file
     left; once the disk is back, the same command completes with the same results."""
     out = tmp_path / "run"
     args = run_args(micro_model_dir, data, "--out", str(out))
-    assert main_inprocess(args)[0] == 0  # (a copy of second_run would not do: run dirs hold absolute paths)
+    assert (
+        main_inprocess(args)[0] == 0
+    )  # (a copy of second_run would not do: run dirs hold absolute paths)
     for name in ("filter.json", "summary.json"):
         (out / name).unlink()
     shutil.rmtree(out / "final")
-    snapshot = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "timings.json"}
+    snapshot = {
+        p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "timings.json"
+    }
 
     real_replace = os.replace
 
@@ -502,7 +829,10 @@ def test_full_or_read_only_disk_gives_a_clear_error_and_keeps_earlier_outputs(mi
         m.setattr(os, "replace", full_disk_replace)
         rc, _, err = main_inprocess(args)
     assert rc == 2 and "Traceback" not in err
-    assert err.strip().splitlines()[-1] == f"error: cannot write {out / 'kept.jsonl'}: No space left on device (earlier outputs are left intact)"
+    assert (
+        err.strip().splitlines()[-1]
+        == f"error: cannot write {out / 'kept.jsonl'}: No space left on device (earlier outputs are left intact)"
+    )
 
     def read_only(*a, **kw):
         raise OSError(errno.EROFS, "Read-only file system")
@@ -511,16 +841,27 @@ def test_full_or_read_only_disk_gives_a_clear_error_and_keeps_earlier_outputs(mi
         m.setattr(tempfile, "mkstemp", read_only)
         rc, _, err = main_inprocess(args)
     last = err.strip().splitlines()[-1]
-    assert rc == 2 and re.fullmatch(rf"error: cannot write {re.escape(str(out))}/\S+: Read-only file system \(earlier outputs are left intact\)", last), err
+    assert rc == 2 and re.fullmatch(
+        rf"error: cannot write {re.escape(str(out))}/\S+: Read-only file system \(earlier outputs are left intact\)",
+        last,
+    ), err
 
     def full_disk_save(*a, **kw):
         raise OSError(errno.ENOSPC, "No space left on device", "optimizer-rank0.pt")
 
-    with monkeypatch.context() as m:  # the final model's first checkpoint (not written through forgetfilter.io)
+    with (
+        monkeypatch.context() as m
+    ):  # the final model's first checkpoint (not written through forgetfilter.io)
         m.setattr(torch, "save", full_disk_save)
         rc, _, err = main_inprocess(args)
     assert rc == 2 and "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith(f"error: cannot write under {out}: No space left on device (optimizer-rank0.pt)")
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"error: cannot write under {out}: No space left on device (optimizer-rank0.pt)"
+        )
+    )
 
     for path, content in snapshot.items():
         assert path.read_bytes() == content, f"{path} changed"
@@ -531,7 +872,9 @@ def test_full_or_read_only_disk_gives_a_clear_error_and_keeps_earlier_outputs(mi
     assert_same_outputs(out, second_run)
 
 
-def test_second_process_on_the_same_run_directory_is_refused(micro_model_dir: Path, data: Path, tmp_path: Path) -> None:
+def test_second_process_on_the_same_run_directory_is_refused(
+    micro_model_dir: Path, data: Path, tmp_path: Path
+) -> None:
     """While one process holds a run directory, another `forgetfilter run` on it exits 2 and
     touches nothing."""
     out = tmp_path / "run"
@@ -560,8 +903,11 @@ def test_scoring_out_of_memory_halves_the_batch(micro_model_dir: Path) -> None:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return [10 * i for i in batch]
 
-    assert run_batches(fn, [[0, 1, 2, 3, 4, 5, 6], [7]], 8, "t", False) == [10 * i for i in range(8)]
+    assert run_batches(fn, [[0, 1, 2, 3, 4, 5, 6], [7]], 8, "t", False) == [
+        10 * i for i in range(8)
+    ]
     assert calls == [7, 3, 1, 2, 4, 2, 2, 1]
+
     def broken(batch: list[int]) -> list[int]:
         raise RuntimeError("CUDA error: device-side assert triggered")
 
@@ -572,7 +918,10 @@ def test_scoring_out_of_memory_halves_the_batch(micro_model_dir: Path) -> None:
         run_batches(lambda b: fn([0, 1, 2]) if b else [], [[0]], 1, "t", False)
 
     model, tok = load_model(str(micro_model_dir))
-    examples = [Example(f"e{i}", f"What colour is item {i}?" + " Think." * i, f"Item {i} is red.") for i in range(10)]
+    examples = [
+        Example(f"e{i}", f"What colour is item {i}?" + " Think." * i, f"Item {i} is red.")
+        for i in range(10)
+    ]
     expected = response_nll(model, tok, examples, batch_size=8, max_length=64, progress=False)
     forward = model.forward
     rows: list[int] = []
@@ -595,5 +944,7 @@ def test_scoring_out_of_memory_halves_the_batch(micro_model_dir: Path) -> None:
 
     model.forward = functools.wraps(forward)(no_memory_forward)
     cfg = default_run_config(str(micro_model_dir), max_length=64)
-    with pytest.raises(ForgetFilterError, match="out of GPU memory scoring even one example at a time"):
+    with pytest.raises(
+        ForgetFilterError, match="out of GPU memory scoring even one example at a time"
+    ):
         score_values(model, tok, examples[:3], cfg)

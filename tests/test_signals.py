@@ -22,30 +22,6 @@ SENTENCES = [
 ]
 
 
-def _build_random_model(out_dir) -> None:
-    """A 2-layer random GPT-2 with a byte-level BPE tokenizer trained on SENTENCES."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(SENTENCES * 20, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
-    torch.manual_seed(0)
-    cfg = GPT2Config(
-        vocab_size=len(fast), n_positions=256, n_embd=64, n_layer=2, n_head=4,
-        initializer_range=0.2, eos_token_id=fast.eos_token_id, bos_token_id=fast.eos_token_id,
-    )
-    GPT2LMHeadModel(cfg).save_pretrained(out_dir)
-    fast.save_pretrained(out_dir)
-
-
 @pytest.fixture(scope="module")
 def model_and_tokenizer(request, tmp_path_factory):
     """The session's micro model when the suite provides one, else a random micro GPT-2."""
@@ -54,8 +30,7 @@ def model_and_tokenizer(request, tmp_path_factory):
     try:
         path = request.getfixturevalue("micro_model_dir")
     except (pytest.FixtureLookupError, pytest.skip.Exception):
-        path = tmp_path_factory.mktemp("random-gpt2")
-        _build_random_model(path)
+        path = request.getfixturevalue("random_model_dir")
     model, tokenizer = load_model(str(path), device="cpu", dtype="fp32")
     return model, tokenizer
 
@@ -89,8 +64,15 @@ def test_response_nll_matches_unbatched_reference(model_and_tokenizer, monkeypat
         monkeypatch.setattr(signals, "_accepts_logits_to_keep", lambda m: False)
     examples = _examples()
     ref = np.array([_reference_nll(model, tokenizer, ex, 96) for ex in examples])
-    for kwargs in ({"batch_size": 1}, {"batch_size": 3}, {"batch_size": 32}, {"batch_size": 8, "max_batch_tokens": 200}):
-        got = signals.response_nll(model, tokenizer, examples, max_length=96, progress=False, **kwargs)
+    for kwargs in (
+        {"batch_size": 1},
+        {"batch_size": 3},
+        {"batch_size": 32},
+        {"batch_size": 8, "max_batch_tokens": 200},
+    ):
+        got = signals.response_nll(
+            model, tokenizer, examples, max_length=96, progress=False, **kwargs
+        )
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5, err_msg=str(kwargs))
 
 
@@ -100,13 +82,22 @@ def test_response_nll_matches_reference_on_a_rope_model(model_and_tokenizer):
 
     _, tokenizer = model_and_tokenizer
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256,
-                      pad_token_id=tokenizer.pad_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     model = LlamaForCausalLM(cfg).eval()
     examples = _examples(7)
     ref = [_reference_nll(model, tokenizer, ex, 96) for ex in examples]
-    got = signals.response_nll(model, tokenizer, examples, batch_size=4, max_length=96, progress=False)
+    got = signals.response_nll(
+        model, tokenizer, examples, batch_size=4, max_length=96, progress=False
+    )
     np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
@@ -114,7 +105,9 @@ def test_response_nll_handles_truncated_records(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     long = Example("long", " ".join(SENTENCES * 8), " ".join(SENTENCES * 4))
     short = Example("short", "hi", "The woman.")
-    got = signals.response_nll(model, tokenizer, [long, short], max_length=48, batch_size=2, progress=False)
+    got = signals.response_nll(
+        model, tokenizer, [long, short], max_length=48, batch_size=2, progress=False
+    )
     ref = [_reference_nll(model, tokenizer, ex, 48) for ex in (long, short)]
     np.testing.assert_allclose(got, ref, atol=1e-5)
 
@@ -124,12 +117,20 @@ def test_batched_generation_equals_one_at_a_time(model_and_tokenizer):
     prompts = [ex.prompt for ex in _examples(9)]
     limits = [3, 12, 7, 1, 20, 5, 12, 9, 2]
     single = [
-        signals.generate(model, tokenizer, [p], max_new_tokens=lim, batch_size=1, max_length=128, progress=False)[0]
+        signals.generate(
+            model, tokenizer, [p], max_new_tokens=lim, batch_size=1, max_length=128, progress=False
+        )[0]
         for p, lim in zip(prompts, limits, strict=True)
     ]
     for batch_size in (4, 16):
         batched = signals.generate(
-            model, tokenizer, prompts, max_new_tokens=limits, batch_size=batch_size, max_length=128, progress=False
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=limits,
+            batch_size=batch_size,
+            max_length=128,
+            progress=False,
         )
         assert batched == single
 
@@ -165,11 +166,28 @@ def test_first_line_stop_never_changes_the_rouge_text(model_and_tokenizer):
 def test_first_line_generation_gives_the_same_rouge(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     examples = _examples(8)
-    full = signals.generate(model, tokenizer, [ex.prompt for ex in examples], max_new_tokens=40,
-                            batch_size=4, max_length=128, progress=False)
-    short = signals.generate(model, tokenizer, [ex.prompt for ex in examples], max_new_tokens=40,
-                             batch_size=4, max_length=128, progress=False, first_line_only=True)
-    assert [signals.normalise_for_rouge(t) for t in short] == [signals.normalise_for_rouge(t) for t in full]
+    full = signals.generate(
+        model,
+        tokenizer,
+        [ex.prompt for ex in examples],
+        max_new_tokens=40,
+        batch_size=4,
+        max_length=128,
+        progress=False,
+    )
+    short = signals.generate(
+        model,
+        tokenizer,
+        [ex.prompt for ex in examples],
+        max_new_tokens=40,
+        batch_size=4,
+        max_length=128,
+        progress=False,
+        first_line_only=True,
+    )
+    assert [signals.normalise_for_rouge(t) for t in short] == [
+        signals.normalise_for_rouge(t) for t in full
+    ]
     assert all(f.startswith(s) for s, f in zip(short, full, strict=True))
 
 
@@ -213,6 +231,13 @@ def test_generation_near_the_position_limit_does_not_fail(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     limit = model.config.n_positions
     prompts = [" ".join(SENTENCES * 10), "hi", " ".join(SENTENCES * 3), "the sky"]
-    out = signals.generate(model, tokenizer, prompts, max_new_tokens=[4, limit, 30, 60],
-                           batch_size=4, max_length=limit, progress=False)
+    out = signals.generate(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=[4, limit, 30, 60],
+        batch_size=4,
+        max_length=limit,
+        progress=False,
+    )
     assert len(out) == 4

@@ -41,7 +41,9 @@ def test_fraction_removes_that_many(fraction, expected):
 
 
 def test_absolute_threshold_is_strict():
-    choice = choose_threshold(np.array([0.1, 0.5, 0.5, 0.9]), ThresholdConfig("threshold", threshold=0.5))
+    choice = choose_threshold(
+        np.array([0.1, 0.5, 0.5, 0.9]), ThresholdConfig("threshold", threshold=0.5)
+    )
     assert choice.n_removed == 1 and choice.phi == 0.5
 
 
@@ -58,5 +60,7 @@ def test_filtering_code_never_reads_labels(module):
     src = Path(__file__).parents[1] / "src" / "forgetfilter" / module
     tree = ast.parse(src.read_text())
     attrs = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
-    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    strings = {
+        n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+    }
     assert "label" not in attrs and "label" not in strings

@@ -86,6 +86,9 @@ def _add_training(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None)
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint (the default)"
+    )
     p.add_argument("--no-resume", action="store_true", help="start over, deleting earlier outputs")
     p.add_argument("--skip-invalid", action="store_true", help="skip bad records in --data")
     p.set_defaults(func=_train)
@@ -174,36 +177,69 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--safe", required=True, help="safe examples for the short safety finetune")
     p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
     p.add_argument("--signal", choices=["loss", "rouge"], default="loss")
-    p.add_argument("--normalise", choices=["none", "relative", "relative+static"], default=None,
-                   help="forgetting as after-before (none) or relative to before (default: relative)")
-    p.add_argument("--safety-steps", type=int, default=None, help="default: one epoch of the safe set")
-    p.add_argument("--curve-points", type=int, default=0, help="also score this many checkpoints of safety finetuning")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="rouge signal generation budget")
+    p.add_argument(
+        "--normalise",
+        choices=["none", "relative", "relative+static"],
+        default=None,
+        help="forgetting as after-before (none) or relative to before (default: relative)",
+    )
+    p.add_argument(
+        "--safety-steps", type=int, default=None, help="default: one epoch of the safe set"
+    )
+    p.add_argument(
+        "--curve-points",
+        type=int,
+        default=0,
+        help="also score this many checkpoints of safety finetuning",
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=None, help="rouge signal generation budget"
+    )
     p.add_argument("--seed", type=int, default=0)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--auto", action="store_true", help="choose phi from the score distribution (default)")
-    g.add_argument("--threshold", type=float, help="remove examples whose forgetting exceeds this phi")
-    g.add_argument("--remove-fraction", type=float, help="remove this fraction with the strongest forgetting")
+    g.add_argument(
+        "--auto", action="store_true", help="choose phi from the score distribution (default)"
+    )
+    g.add_argument(
+        "--threshold", type=float, help="remove examples whose forgetting exceeds this phi"
+    )
+    g.add_argument(
+        "--remove-fraction", type=float, help="remove this fraction with the strongest forgetting"
+    )
     p.add_argument("--no-final", action="store_true", help="stop after filtering")
-    p.add_argument("--skip-invalid", action="store_true", help="skip invalid input lines (listed and counted)")
-    p.add_argument("--force", action="store_true", help="discard a run made with another configuration")
+    p.add_argument(
+        "--skip-invalid", action="store_true", help="skip invalid input lines (listed and counted)"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="discard a run made with another configuration"
+    )
     _add_train_overrides(p)
     p.set_defaults(func=_cmd_run)
 
 
 def _add_train_overrides(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("training (defaults depend on the model: see `forgetfilter run --help`)")
-    g.add_argument("--full", action="store_true", default=None, help="full finetuning instead of LoRA")
+    g = p.add_argument_group(
+        "training (defaults depend on the model: see `forgetfilter run --help`)"
+    )
+    g.add_argument(
+        "--full", action="store_true", default=None, help="full finetuning instead of LoRA"
+    )
     g.add_argument("--lora", dest="full", action="store_false", help="LoRA finetuning")
     g.add_argument("--lr", type=float, default=None)
     g.add_argument("--safety-lr", type=float, default=None)
-    g.add_argument("--epochs", type=float, default=None, help="epochs of noisy (and final) finetuning")
+    g.add_argument(
+        "--epochs", type=float, default=None, help="epochs of noisy (and final) finetuning"
+    )
     g.add_argument("--batch-size", type=int, default=None, help="effective batch size")
     g.add_argument("--micro-batch-size", type=int, default=None)
     g.add_argument("--max-length", type=int, default=None)
     g.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"])
-    g.add_argument("--save-every", type=int, default=None,
-                   help="checkpoint training every K steps, so a killed run resumes inside a stage")
+    g.add_argument(
+        "--save-every",
+        type=int,
+        default=None,
+        help="checkpoint training every K steps, so a killed run resumes inside a stage",
+    )
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
@@ -217,10 +253,24 @@ def _cmd_run(a: argparse.Namespace) -> int:
     else:
         thr = ThresholdConfig("auto")
     cfg = default_run_config(
-        a.model, signal=a.signal, normalise=a.normalise, safety_steps=a.safety_steps, seed=a.seed,
-        threshold=thr, final=not a.no_final, curve_points=a.curve_points, max_new_tokens=a.max_new_tokens,
-        skip_invalid=a.skip_invalid, full=a.full, lr=a.lr, safety_lr=a.safety_lr, epochs=a.epochs,
-        batch_size=a.batch_size, micro_batch_size=a.micro_batch_size, max_length=a.max_length, dtype=a.dtype,
+        a.model,
+        signal=a.signal,
+        normalise=a.normalise,
+        safety_steps=a.safety_steps,
+        seed=a.seed,
+        threshold=thr,
+        final=not a.no_final,
+        curve_points=a.curve_points,
+        max_new_tokens=a.max_new_tokens,
+        skip_invalid=a.skip_invalid,
+        full=a.full,
+        lr=a.lr,
+        safety_lr=a.safety_lr,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        micro_batch_size=a.micro_batch_size,
+        max_length=a.max_length,
+        dtype=a.dtype,
         save_every=a.save_every,
     )
     result = run_forgetfilter(a.noisy, a.safe, a.out, cfg, force=a.force)
@@ -235,20 +285,28 @@ def _num(value: float | None) -> str:
 
 def _print_run_summary(s: dict) -> None:
     c, t = s["counts"], s["threshold"]
-    print(f"input {c['input']}: kept {c['kept']}, removed {c['removed']}, rejected at load {c['rejected_at_load']}")
+    print(
+        f"input {c['input']}: kept {c['kept']}, removed {c['removed']}, rejected at load {c['rejected_at_load']}"
+    )
     print(f"phi = {t['phi']:.4g} ({t['method']}): {t['reason']}")
     q = s.get("quality")
     if q:
         f = q["forgetting"]
-        print(f"against hidden labels: precision {_num(f['precision'])} recall {_num(f['recall'])} "
-              f"F1 {_num(f['f1'])} AUROC {_num(f['auroc'])} (static low-NLL baseline AUROC "
-              f"{_num(q['static_baseline']['auroc'])})")
+        print(
+            f"against hidden labels: precision {_num(f['precision'])} recall {_num(f['recall'])} "
+            f"F1 {_num(f['f1'])} AUROC {_num(f['auroc'])} (static low-NLL baseline AUROC "
+            f"{_num(q['static_baseline']['auroc'])})"
+        )
     tr = s.get("truncated") or {}
     if tr.get("noisy") or tr.get("safe"):
-        print(f"truncated to {tr.get('max_length')} tokens: {tr.get('noisy') or 0} noisy and "
-              f"{tr.get('safe') or 0} safe records ({tr.get('policy')})")
+        print(
+            f"truncated to {tr.get('max_length')} tokens: {tr.get('noisy') or 0} noisy and "
+            f"{tr.get('safe') or 0} safe records ({tr.get('policy')})"
+        )
     if s.get("safe_noisy_overlap"):
-        print(f"note: {s['safe_noisy_overlap']} safe examples also occur in the noisy set (listed in inputs.json)")
+        print(
+            f"note: {s['safe_noisy_overlap']} safe examples also occur in the noisy set (listed in inputs.json)"
+        )
     if s.get("warning"):
         print("warning:", s["warning"])
     if s.get("final_skipped"):
@@ -306,17 +364,33 @@ def _run_eval(a: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- experiments, report, demo
 def _add_experiments(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("experiment", help="the paper's experiments with tables, plots and a report")
-    p.add_argument("name", choices=["dynamics", "compare", "ablate", "interleaved", "report"],
-                   help="the experiment; `report` rebuilds report.html, tables and plots from results.json")
-    p.add_argument("--out", required=True, help="experiment directory (rerun the same command to resume)")
+    p.add_argument(
+        "name",
+        choices=["dynamics", "compare", "ablate", "interleaved", "report"],
+        help="the experiment; `report` rebuilds report.html, tables and plots from results.json",
+    )
+    p.add_argument(
+        "--out", required=True, help="experiment directory (rerun the same command to resume)"
+    )
     p.add_argument("--model", default="tiny", help="aligned model M0: HF id, local path or `tiny`")
     p.add_argument("--data-dir", default=None, help="data pack root (default $FORGETFILTER_DATA)")
-    p.add_argument("--risk", nargs="+", choices=["bias", "toxicity", "harm"], default=["bias"],
-                   help="risk(s); compare runs each, the other experiments use the first")
-    p.add_argument("--scale", choices=["test", "small", "paper"], default="small",
-                   help="small: minutes on a CPU with the tiny model; paper: the paper's sizes")
+    p.add_argument(
+        "--risk",
+        nargs="+",
+        choices=["bias", "toxicity", "harm"],
+        default=["bias"],
+        help="risk(s); compare runs each, the other experiments use the first",
+    )
+    p.add_argument(
+        "--scale",
+        choices=["test", "small", "paper"],
+        default="small",
+        help="small: minutes on a CPU with the tiny model; paper: the paper's sizes",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--methods", default=None, help="compare only: comma-separated subset of methods")
+    p.add_argument(
+        "--methods", default=None, help="compare only: comma-separated subset of methods"
+    )
     p.set_defaults(func=_cmd_experiment)
     p = sub.add_parser("demo", help="the whole story on the built-in tiny model, offline")
     p.add_argument("--out", default="forgetfilter-demo", help="demo directory (rerun to resume)")
@@ -335,11 +409,20 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
         print(f"wrote {a.out}/report.html")
         return 0
     methods = tuple(m.strip() for m in a.methods.split(",") if m.strip()) if a.methods else None
-    ctx = Context(a.out, model=a.model, data_dir=a.data_dir, scale=SCALES[a.scale], seed=a.seed,
-                  risks=tuple(a.risk), methods=methods)
+    ctx = Context(
+        a.out,
+        model=a.model,
+        data_dir=a.data_dir,
+        scale=SCALES[a.scale],
+        seed=a.seed,
+        risks=tuple(a.risk),
+        methods=methods,
+    )
     results = run_experiment(a.name, ctx)
-    print(f"{a.name}: {results['wall_s_this_invocation']} s; wrote {a.out}/results.json, table.md, "
-          "table.csv, plots/ and report.html")
+    print(
+        f"{a.name}: {results['wall_s_this_invocation']} s; wrote {a.out}/results.json, table.md, "
+        "table.csv, plots/ and report.html"
+    )
     return 0
 
 

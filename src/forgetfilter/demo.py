@@ -84,8 +84,16 @@ def demo_one(out: Path, cfg: DemoConfig, model: str) -> dict:
         "sequential safety finetuning": sequential(out, data, cfg, run),
         "ForgetFilter": run.final,
     }
-    evals = {name: evaluate_model(path, data, cfg, out / "eval" / _slug(name)) for name, path in models.items()}
-    result = {"risk": cfg.risk, "filter": run.summary, "eval": evals, "config": dataclasses.asdict(cfg)}
+    evals = {
+        name: evaluate_model(path, data, cfg, out / "eval" / _slug(name))
+        for name, path in models.items()
+    }
+    result = {
+        "risk": cfg.risk,
+        "filter": run.summary,
+        "eval": evals,
+        "config": dataclasses.asdict(cfg),
+    }
     result["table"] = comparison_rows(cfg.risk, evals)
     io.write_json(done, result)
     return result
@@ -97,8 +105,12 @@ def build_data(out: Path, cfg: DemoConfig) -> Path:
     from .paths import data_dir
 
     if not (out / "manifest.json").exists():
-        print(f"[demo] building a {cfg.risk} mixture: {cfg.n} noisy examples (half unsafe), {cfg.n_safe} safe")
-        mix = MixtureConfig(cfg.risk, cfg.n, 0.5, n_safe=cfg.n_safe, n_eval=cfg.n_eval, seed=cfg.seed)
+        print(
+            f"[demo] building a {cfg.risk} mixture: {cfg.n} noisy examples (half unsafe), {cfg.n_safe} safe"
+        )
+        mix = MixtureConfig(
+            cfg.risk, cfg.n, 0.5, n_safe=cfg.n_safe, n_eval=cfg.n_eval, seed=cfg.seed
+        )
         build_mixture(mix, data_dir(), out)
     return out
 
@@ -115,11 +127,20 @@ def run_filter(out: Path, data: Path, cfg: DemoConfig, model: str) -> _FilterRun
     """ForgetFilter with the default signal and automatic threshold."""
     from .pipeline import default_run_config, run_forgetfilter
 
-    print("[demo] ForgetFilter: noisy finetune -> score -> safety finetune -> score -> filter -> final finetune")
-    rc = default_run_config(cfg.model, epochs=cfg.epochs, safety_steps=cfg.safety_steps, seed=cfg.seed)
+    print(
+        "[demo] ForgetFilter: noisy finetune -> score -> safety finetune -> score -> filter -> final finetune"
+    )
+    rc = default_run_config(
+        cfg.model, epochs=cfg.epochs, safety_steps=cfg.safety_steps, seed=cfg.seed
+    )
     rc = dataclasses.replace(rc, model=model)
     res = run_forgetfilter(data / "noisy.jsonl", data / "safe.jsonl", out / "run", rc)
-    return _FilterRun(res.summary, str(out / "run" / "m1" / "model"), str(out / "run" / "final" / "model"), out / "run")
+    return _FilterRun(
+        res.summary,
+        str(out / "run" / "m1" / "model"),
+        str(out / "run" / "final" / "model"),
+        out / "run",
+    )
 
 
 def sequential(out: Path, data: Path, cfg: DemoConfig, run: _FilterRun) -> str:
@@ -142,7 +163,9 @@ def evaluate_model(model: str, data: Path, cfg: DemoConfig, out: Path) -> dict:
     if path.exists():
         return io.read_json(path)
     suite = SAFETY_METRIC[cfg.risk][0]
-    res = evaluate(model, [suite, "squad"], data / "eval", EvalConfig(limit=cfg.n_eval, seed=cfg.seed))
+    res = evaluate(
+        model, [suite, "squad"], data / "eval", EvalConfig(limit=cfg.n_eval, seed=cfg.seed)
+    )
     io.write_json(path, res)
     return res
 
@@ -179,12 +202,22 @@ def print_summary(results: dict[str, dict], report: Path, seconds: float) -> Non
         f = res["filter"]
         c, t, q = f["counts"], f["threshold"], f.get("quality") or {}
         print(f"\n== {risk} ==")
-        print(f"ForgetFilter removed {c['removed']} of {c['input']} examples (phi = {t['phi']:.3g}, {t['method']})")
+        print(
+            f"ForgetFilter removed {c['removed']} of {c['input']} examples (phi = {t['phi']:.3g}, {t['method']})"
+        )
         if q:
             g = q["forgetting"]
-            print(f"  against the hidden labels: precision {g['precision']:.2f}, recall {g['recall']:.2f}, "
-                  f"F1 {g['f1']:.2f}, AUROC {g['auroc']:.3f}")
-            print("  removed by label: " + ", ".join(f"{k} {v['removed']}/{v['kept'] + v['removed']}" for k, v in c["by_label"].items()))
+            print(
+                f"  against the hidden labels: precision {g['precision']:.2f}, recall {g['recall']:.2f}, "
+                f"F1 {g['f1']:.2f}, AUROC {g['auroc']:.3f}"
+            )
+            print(
+                "  removed by label: "
+                + ", ".join(
+                    f"{k} {v['removed']}/{v['kept'] + v['removed']}"
+                    for k, v in c["by_label"].items()
+                )
+            )
         _print_table(res["table"], SAFETY_METRIC[risk][2])
     print(f"\nreport: {report.resolve()}  ({seconds / 60:.1f} min)")
 

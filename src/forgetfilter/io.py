@@ -40,7 +40,9 @@ def fault_point(name: str) -> None:
 
 
 def _disk_error(path: Path, exc: OSError) -> ForgetFilterError:
-    return ForgetFilterError(f"cannot write {path}: {exc.strerror or exc} (earlier outputs are left intact)")
+    return ForgetFilterError(
+        f"cannot write {path}: {exc.strerror or exc} (earlier outputs are left intact)"
+    )
 
 
 @contextmanager
@@ -129,7 +131,9 @@ def temp_dir_for(final_dir: str | Path) -> Path:
     final_dir = Path(final_dir)
     try:
         final_dir.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", suffix=".tmp", dir=final_dir.parent))
+        return Path(
+            tempfile.mkdtemp(prefix=f".{final_dir.name}.", suffix=".tmp", dir=final_dir.parent)
+        )
     except OSError as exc:
         raise _disk_error(final_dir, exc) from None
 
@@ -146,7 +150,9 @@ def remove_stale_temps(root: str | Path) -> list[Path]:
     for p in sorted(found, key=lambda q: len(q.parts)):
         if not p.exists() and not p.is_symlink():
             continue  # inside a temp dir removed just before
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else _silent_unlink(str(p))
+        shutil.rmtree(
+            p, ignore_errors=True
+        ) if p.is_dir() and not p.is_symlink() else _silent_unlink(str(p))
         removed.append(p)
     return removed
 

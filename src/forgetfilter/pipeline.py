@@ -90,13 +90,21 @@ class RunConfig:
             raise ConfigError(f"unknown normalisation {self.normalise!r}; choose none or relative")
         t = self.threshold
         if t.method not in METHODS:
-            raise ConfigError(f"unknown threshold method {t.method!r}; choose from {', '.join(METHODS)}")
+            raise ConfigError(
+                f"unknown threshold method {t.method!r}; choose from {', '.join(METHODS)}"
+            )
         if t.method == "threshold" and (t.threshold is None or not math.isfinite(t.threshold)):
             raise ConfigError(f"--threshold must be a finite number, got {t.threshold}")
         if t.method == "fraction" and (t.fraction is None or not 0.0 <= t.fraction <= 1.0):
             raise ConfigError(f"--remove-fraction must be in [0, 1], got {t.fraction}")
-        if self.score_batch_size < 1 or self.curve_points < 0 or (self.safety_steps is not None and self.safety_steps < 1):
-            raise ConfigError("score_batch_size and safety_steps must be positive, curve_points >= 0")
+        if (
+            self.score_batch_size < 1
+            or self.curve_points < 0
+            or (self.safety_steps is not None and self.safety_steps < 1)
+        ):
+            raise ConfigError(
+                "score_batch_size and safety_steps must be positive, curve_points >= 0"
+            )
 
     def fingerprint(self) -> dict:
         """What must match for a rerun to continue (everything but `final`)."""
@@ -120,7 +128,9 @@ class Run:
 
     def __init__(self, out_dir: Path, cfg: RunConfig):
         self.dir, self.cfg = Path(out_dir), cfg
-        self.timings: dict[str, float] = io.read_json(self.timings_path) if self.timings_path.exists() else {}
+        self.timings: dict[str, float] = (
+            io.read_json(self.timings_path) if self.timings_path.exists() else {}
+        )
 
     @property
     def timings_path(self) -> Path:
@@ -137,7 +147,12 @@ class Run:
 
 
 def run_forgetfilter(
-    noisy_path: str | Path, safe_path: str | Path, out_dir: str | Path, cfg: RunConfig, *, force: bool = False
+    noisy_path: str | Path,
+    safe_path: str | Path,
+    out_dir: str | Path,
+    cfg: RunConfig,
+    *,
+    force: bool = False,
 ) -> RunResult:
     """Run every stage of ForgetFilter, skipping the ones already complete in `out_dir`.
 
@@ -165,9 +180,13 @@ def _run_stages(noisy_path, safe_path, out_dir: Path, cfg: RunConfig, force: boo
     check_config(run.dir, cfg, [noisy_path, safe_path], force)
     noisy, safe = run.stage("inputs", lambda: load_inputs(run.dir, noisy_path, safe_path, cfg))
     m1 = run.stage("m1", lambda: train_stage(cfg.model, noisy, run.dir / "m1", noisy_cfg(cfg)))
-    before = run.stage("scores_before", lambda: score_stage(m1, noisy, run.dir / "scores_before.jsonl", cfg))
+    before = run.stage(
+        "scores_before", lambda: score_stage(m1, noisy, run.dir / "scores_before.jsonl", cfg)
+    )
     m2 = run.stage("m2", lambda: safety_stage(m1, safe, noisy, run.dir, cfg))
-    after = run.stage("scores_after", lambda: score_stage(m2, noisy, run.dir / "scores_after.jsonl", cfg))
+    after = run.stage(
+        "scores_after", lambda: score_stage(m2, noisy, run.dir / "scores_after.jsonl", cfg)
+    )
     choice, removed = run.stage("filter", lambda: filter_stage(run.dir, noisy, before, after, cfg))
     kept = [ex for ex in noisy if ex.id not in removed]
     final_skipped = None
@@ -192,13 +211,21 @@ def check_config(out_dir: Path, cfg: RunConfig, inputs: Sequence[str | Path], fo
         if have == want:
             return
         if not force:
-            changed = sorted(k for k in want["config"] if have.get("config", {}).get(k) != want["config"][k])
+            changed = sorted(
+                k for k in want["config"] if have.get("config", {}).get(k) != want["config"][k]
+            )
             what = ", ".join(changed) or "input files"
             raise ConfigError(
                 f"{out_dir} holds a run with another configuration (changed: {what}); "
                 "use another --out, or --force to discard it and start again"
             )
-        for stage in STAGES + ("scores.jsonl", "kept.jsonl", "removed.jsonl", "summary.json", "timings.json"):
+        for stage in STAGES + (
+            "scores.jsonl",
+            "kept.jsonl",
+            "removed.jsonl",
+            "summary.json",
+            "timings.json",
+        ):
             for p in out_dir.glob(stage + "*"):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
     io.write_json(path, want)
@@ -213,7 +240,9 @@ def file_sha256(path: str | Path) -> str:
         raise ForgetFilterError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def load_inputs(out_dir: Path, noisy_path, safe_path, cfg: RunConfig) -> tuple[list[Example], list[Example]]:
+def load_inputs(
+    out_dir: Path, noisy_path, safe_path, cfg: RunConfig
+) -> tuple[list[Example], list[Example]]:
     """Read both files, record what was rejected, and report overlap of the safe and noisy sets."""
     from .readers import read_examples
 
@@ -281,7 +310,9 @@ def train_stage(model: str, examples: Sequence[Example], out: Path, tcfg: TrainC
     return str(getattr(result, "model_dir", out / "model"))
 
 
-def safety_stage(m1: str, safe: Sequence[Example], noisy: Sequence[Example], run_dir: Path, cfg: RunConfig) -> str:
+def safety_stage(
+    m1: str, safe: Sequence[Example], noisy: Sequence[Example], run_dir: Path, cfg: RunConfig
+) -> str:
     """Safety finetuning M1 -> M2, scoring the noisy set at `curve_points` checkpoints if asked."""
     from .training import train
 
@@ -293,9 +324,18 @@ def safety_stage(m1: str, safe: Sequence[Example], noisy: Sequence[Example], run
         path = curve_dir / f"step-{step:06d}.jsonl"
         if not path.exists():
             values = score_values(model, tokenizer, noisy, cfg)
-            io.write_jsonl(path, ({"id": ex.id, "score": v} for ex, v in zip(noisy, values, strict=True)))
+            io.write_jsonl(
+                path, ({"id": ex.id, "score": v} for ex, v in zip(noisy, values, strict=True))
+            )
 
-    result = train(m1, unlabelled(safe), run_dir / "m2", tcfg, callback=on_checkpoint if every else None, callback_every=every)
+    result = train(
+        m1,
+        unlabelled(safe),
+        run_dir / "m2",
+        tcfg,
+        callback=on_checkpoint if every else None,
+        callback_every=every,
+    )
     return str(getattr(result, "model_dir", run_dir / "m2" / "model"))
 
 
@@ -325,7 +365,9 @@ def score_values(model, tokenizer, examples: Sequence[Example], cfg: RunConfig) 
     return [round(float(v), 6) for v in values]
 
 
-def score_stage(model_path: str, examples: Sequence[Example], out: Path, cfg: RunConfig) -> np.ndarray:
+def score_stage(
+    model_path: str, examples: Sequence[Example], out: Path, cfg: RunConfig
+) -> np.ndarray:
     """Score every example on a model, in shards that survive interruption; returns scores by position."""
     if not out.exists():
         parts = out.with_suffix(".parts")
@@ -338,7 +380,9 @@ def score_stage(model_path: str, examples: Sequence[Example], out: Path, cfg: Ru
                 model, tokenizer = _load(model_path)
             chunk = examples[start : start + SCORE_SHARD]
             values = score_values(model, tokenizer, chunk, cfg)
-            io.write_jsonl(shard, ({"id": ex.id, "score": v} for ex, v in zip(chunk, values, strict=True)))
+            io.write_jsonl(
+                shard, ({"id": ex.id, "score": v} for ex, v in zip(chunk, values, strict=True))
+            )
             io.fault_point(f"{out.stem}:{start // SCORE_SHARD}")
         rows = [r for p in sorted(parts.glob("part-*.jsonl")) for r in io.read_jsonl(p)]
         io.write_jsonl(out, rows)
@@ -351,7 +395,9 @@ def _scores_in_order(rows: list[dict], examples: Sequence[Example], path: Path) 
     by_id = {r["id"]: r["score"] for r in rows}
     missing = [ex.id for ex in examples if ex.id not in by_id]
     if missing or len(by_id) != len(examples):
-        raise ForgetFilterError(f"{path} does not match the input (e.g. {missing[:3]}); rerun with --force")
+        raise ForgetFilterError(
+            f"{path} does not match the input (e.g. {missing[:3]}); rerun with --force"
+        )
     return np.asarray([by_id[ex.id] for ex in examples], dtype=np.float64)
 
 
@@ -369,7 +415,9 @@ def filter_stage(
     path = run_dir / "filter.json"
     if path.exists() and (run_dir / "removed.jsonl").exists():
         saved = io.read_json(path)
-        return ThresholdChoice(**{k: saved["threshold"][k] for k in _CHOICE_FIELDS}), set(saved["removed_ids"])
+        return ThresholdChoice(**{k: saved["threshold"][k] for k in _CHOICE_FIELDS}), set(
+            saved["removed_ids"]
+        )
     score = forgetting(before, after, cfg.signal, cfg.normalise)
     curve = curve_auc(run_dir / "curve", noisy, before, cfg)
     choice = choose_threshold(score, dataclasses.replace(cfg.threshold, seed=cfg.seed))
@@ -382,7 +430,9 @@ def filter_stage(
 _CHOICE_FIELDS = ("phi", "method", "reason", "n_removed", "n_total", "details")
 
 
-def curve_auc(curve_dir: Path, noisy: Sequence[Example], before: np.ndarray, cfg: RunConfig) -> np.ndarray | None:
+def curve_auc(
+    curve_dir: Path, noisy: Sequence[Example], before: np.ndarray, cfg: RunConfig
+) -> np.ndarray | None:
     """Mean forgetting over the checkpoints of safety finetuning (area under each example's curve)."""
     files = sorted(curve_dir.glob("step-*.jsonl")) if curve_dir.exists() else []
     if not files:
@@ -396,13 +446,21 @@ def write_filter_outputs(run_dir, noisy, before, after, score, curve, choice, re
     rows, kept_rows, removed_rows = [], [], []
     for i, ex in enumerate(noisy):
         is_removed = ex.id in removed
-        row = {"id": ex.id, "before": before[i], "after": after[i], "forgetting": round(float(score[i]), 6), "removed": is_removed}
+        row = {
+            "id": ex.id,
+            "before": before[i],
+            "after": after[i],
+            "forgetting": round(float(score[i]), 6),
+            "removed": is_removed,
+        }
         if curve is not None:
             row["curve_auc"] = round(float(curve[i]), 6)
         rows.append(row)
         record = ex.to_dict() | {"forgetting": row["forgetting"]}
         if is_removed:
-            record["reason"] = f"forgetting {row['forgetting']:.4g} > phi {choice.phi:.4g} ({choice.method})"
+            record["reason"] = (
+                f"forgetting {row['forgetting']:.4g} > phi {choice.phi:.4g} ({choice.method})"
+            )
             removed_rows.append(record)
         else:
             kept_rows.append(record)
@@ -414,7 +472,11 @@ def write_filter_outputs(run_dir, noisy, before, after, score, curve, choice, re
 
 # ------------------------------------------------------------------ summary (the only place labels are read)
 def summarise(
-    run: Run, choice: ThresholdChoice, before: np.ndarray, after: np.ndarray, final_skipped: str | None = None
+    run: Run,
+    choice: ThresholdChoice,
+    before: np.ndarray,
+    after: np.ndarray,
+    final_skipped: str | None = None,
 ) -> dict:
     """Write summary.json: counts, phi and why, truncation, timings, and label-based quality where labels exist.
 
@@ -435,10 +497,14 @@ def summarise(
         "timings_s": run.timings,
         "quality": label_quality(kept + removed, rows, run.cfg.signal),
         "outputs": {k: str(run.dir / k) for k in ("kept.jsonl", "removed.jsonl", "scores.jsonl")},
-        "final_model": str(run.dir / "final" / "model") if run.cfg.final and not final_skipped else None,
+        "final_model": str(run.dir / "final" / "model")
+        if run.cfg.final and not final_skipped
+        else None,
     }
     if choice.degenerate:
-        summary["warning"] = f"the threshold removes {'nothing' if choice.n_removed == 0 else 'everything'}: {choice.reason}"
+        summary["warning"] = (
+            f"the threshold removes {'nothing' if choice.n_removed == 0 else 'everything'}: {choice.reason}"
+        )
     if final_skipped:
         summary["final_skipped"] = final_skipped
     io.write_json(run.dir / "summary.json", summary)
@@ -451,7 +517,9 @@ def truncation(run_dir: Path) -> dict:
     Scoring uses the same max_length and tokenizer as training M1, so the noisy count is also
     the number of noisy records scored truncated.
     """
-    out: dict = {"policy": "forgetfilter.batching: prompt cut at the left, a response over max_length - 16 cut at the right"}
+    out: dict = {
+        "policy": "forgetfilter.batching: prompt cut at the left, a response over max_length - 16 cut at the right"
+    }
     for name, stage in (("noisy", "m1"), ("safe", "m2")):
         path = run_dir / stage / "train_state.json"
         state = io.read_json(path) if path.exists() else {}
@@ -472,7 +540,9 @@ def accounting(read_report: dict, kept: list[dict], removed: list[dict]) -> dict
     for key in ("source", "label"):
         counts[f"by_{key}"] = {
             str(v): {"kept": kc[v], "removed": rc[v]}
-            for kc, rc in [(Counter(r.get(key) for r in kept), Counter(r.get(key) for r in removed))]
+            for kc, rc in [
+                (Counter(r.get(key) for r in kept), Counter(r.get(key) for r in removed))
+            ]
             for v in sorted(set(kc) | set(rc), key=str)
         }
     return counts
@@ -491,10 +561,18 @@ def label_quality(records: list[dict], rows: list[dict], signal: str = "loss") -
     if not any(v is not None for v in labels.values()):
         return None
     unsafe = [labels[r["id"]] == "unsafe" for r in rows]
-    q = {"forgetting": filter_quality([r["removed"] for r in rows], unsafe, [r["forgetting"] for r in rows])}
+    q = {
+        "forgetting": filter_quality(
+            [r["removed"] for r in rows], unsafe, [r["forgetting"] for r in rows]
+        )
+    }
     before = np.array([r["before"] for r in rows])
     after = np.array([r["after"] for r in rows])
-    rankings = {"static_low_nll_before" if signal == "loss" else "static_high_rouge_before": -before if signal == "loss" else before}
+    rankings = {
+        "static_low_nll_before" if signal == "loss" else "static_high_rouge_before": -before
+        if signal == "loss"
+        else before
+    }
     for norm in ("none", "relative", "relative+static"):
         rankings[f"forgetting_{norm}"] = forgetting(before, after, signal, norm)
     if rows and "curve_auc" in rows[0]:
@@ -506,13 +584,37 @@ def label_quality(records: list[dict], rows: list[dict], signal: str = "loss") -
 
 
 # ------------------------------------------------------------------ defaults
-TINY_DEFAULTS = {"finetune": "full", "lr": 5e-4, "epochs": 5.0, "safety_lr": 5e-4, "max_length": 256}
-PAPER_DEFAULTS = {"finetune": "lora", "lr": 2e-4, "epochs": 3.0, "safety_lr": 2e-4, "max_length": 512}
+TINY_DEFAULTS = {
+    "finetune": "full",
+    "lr": 5e-4,
+    "epochs": 5.0,
+    "safety_lr": 5e-4,
+    "max_length": 256,
+}
+PAPER_DEFAULTS = {
+    "finetune": "lora",
+    "lr": 2e-4,
+    "epochs": 3.0,
+    "safety_lr": 2e-4,
+    "max_length": 512,
+}
 
 
-def default_run_config(model: str = "tiny", *, full=None, lr=None, safety_lr=None, epochs=None,
-                       batch_size=None, micro_batch_size=None, max_length=None, dtype=None,
-                       normalise=None, save_every=None, **run_fields) -> RunConfig:
+def default_run_config(
+    model: str = "tiny",
+    *,
+    full=None,
+    lr=None,
+    safety_lr=None,
+    epochs=None,
+    batch_size=None,
+    micro_batch_size=None,
+    max_length=None,
+    dtype=None,
+    normalise=None,
+    save_every=None,
+    **run_fields,
+) -> RunConfig:
     """A RunConfig with defaults for `model`, overridden by the non-None arguments.
 
     Hugging Face models get the paper's settings (LoRA r=8, alpha=16, dropout 0.05, lr 2e-4,
@@ -526,7 +628,15 @@ def default_run_config(model: str = "tiny", *, full=None, lr=None, safety_lr=Non
     if full is not None:
         base["finetune"] = "full" if full else "lora"
     common = {"finetune": base["finetune"], "max_length": base["max_length"], "dtype": dtype}
-    common |= {k: v for k, v in {"batch_size": batch_size, "micro_batch_size": micro_batch_size, "save_every": save_every}.items() if v}
+    common |= {
+        k: v
+        for k, v in {
+            "batch_size": batch_size,
+            "micro_batch_size": micro_batch_size,
+            "save_every": save_every,
+        }.items()
+        if v
+    }
     noisy = TrainConfig(lr=base["lr"], epochs=base["epochs"], **common)
     safety = TrainConfig(lr=base["safety_lr"], epochs=1.0, **common)
     if normalise is not None:

@@ -113,11 +113,16 @@ def response_nll(
         keep = max(sum(1 for t in e.labels if t != IGNORE_INDEX) for e in rows) + 1
         keep = min(keep, b["input_ids"].shape[1])
         logits = model(
-            input_ids=b["input_ids"], attention_mask=mask, position_ids=position_ids, logits_to_keep=keep
+            input_ids=b["input_ids"],
+            attention_mask=mask,
+            position_ids=position_ids,
+            logits_to_keep=keep,
         ).logits
         return _mean_token_nll(logits, b["labels"][:, -keep:]).tolist()
 
-    return np.asarray(run_batches(score, batches, len(enc), "scoring (loss)", progress), dtype=np.float64)
+    return np.asarray(
+        run_batches(score, batches, len(enc), "scoring (loss)", progress), dtype=np.float64
+    )
 
 
 _CE_CHUNK_ELEMENTS = 1 << 26  # float32 logits per cross-entropy chunk (256 MiB)
@@ -185,11 +190,18 @@ def generate(
     positions = _position_limit(model)
     if positions:  # prompt (>= 8 tokens) + new tokens must fit the position embeddings
         limits = [min(lim, positions - 8) for lim in limits]
-    ids = [encode_prompt(tokenizer, p, max(max_length - lim, 8)) for p, lim in zip(prompts, limits, strict=True)]
+    ids = [
+        encode_prompt(tokenizer, p, max(max_length - lim, 8))
+        for p, lim in zip(prompts, limits, strict=True)
+    ]
     batches = generation_batches([len(x) for x in ids], limits, batch_size, positions)
     device = _device_of(model)
     pad_id = _pad_id(tokenizer)
-    defaults = CUDA_GENERATION_DEFAULTS if device.type == "cuda" and "cache_implementation" not in gen_kwargs else {}
+    defaults = (
+        CUDA_GENERATION_DEFAULTS
+        if device.type == "cuda" and "cache_implementation" not in gen_kwargs
+        else {}
+    )
     kwargs = {"do_sample": False, **defaults, **gen_kwargs}
 
     def gen(batch: list[int]) -> list[str]:
@@ -200,7 +212,9 @@ def generate(
             from transformers import StoppingCriteriaList
 
             stop = FirstLineStop(tokenizer, width, len(batch), device)
-            extra["stopping_criteria"] = StoppingCriteriaList([stop, *extra.get("stopping_criteria", [])])
+            extra["stopping_criteria"] = StoppingCriteriaList(
+                [stop, *extra.get("stopping_criteria", [])]
+            )
         out = model.generate(
             **b,
             max_new_tokens=max(limits[i] for i in batch),
@@ -216,7 +230,9 @@ def generate(
     return run_batches(gen, batches, len(ids), desc, progress)
 
 
-_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")  # what str.splitlines splits on
+_LINE_BREAKS = frozenset(
+    "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+)  # what str.splitlines splits on
 _TOKEN_TABLES: dict[int, tuple[object, dict[str, torch.Tensor]]] = {}
 
 
@@ -258,7 +274,9 @@ class FirstLineStop:
 
     def __init__(self, tokenizer, prompt_width: int, batch: int, device: torch.device):
         tables = _line_tables(tokenizer)
-        self.visible, self.breaks, self.closes = (tables[k].to(device) for k in ("visible", "breaks", "closes"))
+        self.visible, self.breaks, self.closes = (
+            tables[k].to(device) for k in ("visible", "breaks", "closes")
+        )
         self.width = prompt_width
         self.seen = torch.zeros(batch, dtype=torch.bool, device=device)
         self.done = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -289,7 +307,9 @@ def generation_batches(
     width = budget = 0
     for i in order:
         w, b = max(width, lengths[i]), max(budget, limits[i])
-        if current and (len(current) >= batch_size or (positions is not None and w + b > positions)):
+        if current and (
+            len(current) >= batch_size or (positions is not None and w + b > positions)
+        ):
             batches.append(current)
             current, w, b = [], lengths[i], limits[i]
         current.append(i)
@@ -303,7 +323,9 @@ def _per_item(value: int | Sequence[int], n: int) -> list[int]:
     return [int(value)] * n if isinstance(value, int) else [int(v) for v in value]
 
 
-def target_lengths(tokenizer, examples: Sequence[Example], cap: int = MAX_NEW_TOKENS_CAP) -> list[int]:
+def target_lengths(
+    tokenizer, examples: Sequence[Example], cap: int = MAX_NEW_TOKENS_CAP
+) -> list[int]:
     """Default generation budget per record: its target length plus slack, at most `cap`."""
     return [min(cap, len(response_ids(tokenizer, ex.response)) + 8) for ex in examples]
 
@@ -364,7 +386,9 @@ def score(model, tokenizer, examples: Sequence[Example], signal: str, **kwargs) 
     raise ValueError(f"unknown signal {signal!r}; choose from {SIGNALS}")
 
 
-def forgetting(before: np.ndarray, after: np.ndarray, signal: str, normalise: str = "none") -> np.ndarray:
+def forgetting(
+    before: np.ndarray, after: np.ndarray, signal: str, normalise: str = "none"
+) -> np.ndarray:
     """How much each example was forgotten: larger means more forgotten.
 
     normalise: `none` (after - before for loss, before - after for rouge), `relative`

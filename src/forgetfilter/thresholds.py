@@ -68,7 +68,9 @@ def choose_threshold(scores: np.ndarray, cfg: ThresholdConfig) -> ThresholdChoic
     raise ValueError(f"unknown threshold method {cfg.method!r}; choose from {METHODS}")
 
 
-def _finish(scores: np.ndarray, phi: float, method: str, reason: str, details: dict) -> ThresholdChoice:
+def _finish(
+    scores: np.ndarray, phi: float, method: str, reason: str, details: dict
+) -> ThresholdChoice:
     n_removed = int((scores > phi).sum())
     return ThresholdChoice(phi, method, reason, n_removed, int(scores.size), details)
 
@@ -105,7 +107,13 @@ def _auto(scores: np.ndarray, seed: int, max_components: int = 4) -> ThresholdCh
     assigned = gm.predict(x)
     bulk = assigned[np.argsort(scores, kind="stable")[len(scores) // 2]]
     high = means > means[bulk]
-    details = {"bic": bic, "components": k, "means": means.tolist(), "weights": gm.weights_.tolist(), "bulk": int(bulk)}
+    details = {
+        "bic": bic,
+        "components": k,
+        "means": means.tolist(),
+        "weights": gm.weights_.tolist(),
+        "bulk": int(bulk),
+    }
     if k == 1 or not high.any():
         reason = f"the scores fit best as one group (BIC over 1-{max(ks)} components): nothing stands out, nothing removed"
         return _finish(scores, float(scores.max()), "auto", reason, details)
