@@ -115,7 +115,14 @@ def _auto(scores: np.ndarray, seed: int, max_components: int = 4) -> ThresholdCh
         "bulk": int(bulk),
     }
     if k == 1 or not high.any():
-        reason = f"the scores fit best as one group (BIC over 1-{max(ks)} components): nothing stands out, nothing removed"
+        if k == 1:
+            reason = f"the scores fit best as one group (BIC over 1-{max(ks)} components): nothing stands out, nothing removed"
+        else:
+            reason = (
+                f"Gaussian mixture with {k} components (fewest BIC), but the component holding the median "
+                f"example (mean {means[bulk]:.3g}) has the highest mean: no group of strongly forgotten "
+                "examples stands out, nothing removed (use --remove-fraction or --threshold)"
+            )
         return _finish(scores, float(scores.max()), "auto", reason, details)
     lowest_high = scores[high[assigned]].min()
     below = scores[scores < lowest_high]
