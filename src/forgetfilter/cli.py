@@ -294,7 +294,7 @@ def _print_run_summary(s: dict) -> None:
         f = q["forgetting"]
         print(
             f"against hidden labels: precision {_num(f['precision'])} recall {_num(f['recall'])} "
-            f"F1 {_num(f['f1'])} AUROC {_num(f['auroc'])} (static low-NLL baseline AUROC "
+            f"F1 {_num(f['f1'])} AUROC {_num(f['auroc'])} (static baseline AUROC "
             f"{_num(q['static_baseline']['auroc'])})"
         )
     tr = s.get("truncated") or {}
