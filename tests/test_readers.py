@@ -190,3 +190,16 @@ def test_one_megabyte_line(tmp_path: Path) -> None:
     )
     examples, report = read_examples(path)
     assert len(examples) == 2 and len(examples[0].response) > 1_000_000 and not report.problems
+
+
+def test_data_dir_finds_shared_data_above_the_working_directory(tmp_path, monkeypatch):
+    from forgetfilter.paths import data_dir
+
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "SOURCES.md").write_text("x")
+    (tmp_path / "repo" / "sub").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "repo" / "sub")
+    monkeypatch.delenv("FORGETFILTER_DATA", raising=False)
+    assert data_dir() == (tmp_path / "shared" / "data").resolve()
+    monkeypatch.setenv("FORGETFILTER_DATA", str(tmp_path / "elsewhere"))
+    assert data_dir() == tmp_path / "elsewhere"
