@@ -385,3 +385,10 @@ def _fmt(v: Any) -> str:
 def geo_mean(values: Sequence[float]) -> float:
     """Geometric mean (for averaging repeated ratios)."""
     return float(np.exp(np.mean(np.log(values))))
+
+
+def save_json(path: str | Path | None, obj: Any) -> None:
+    """Write a benchmark's results as JSON when a path was given."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(obj, indent=1, default=str))

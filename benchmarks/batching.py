@@ -13,7 +13,6 @@ padding fraction of each batching. Runs alternate A, B, A, B so machine load aff
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -206,9 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{what}: ours / plain = {x:.2f}x  (target >= 1.5x: {'MET' if x >= 1.5 else 'NOT MET'})"
         )
     out = {"args": vars(args), "training": trows, "scoring": srows}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+    C.save_json(args.json, out)
     return out
 
 

@@ -154,9 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"\npipeline / plain = {pipe_s / p:.2f}x; overhead beyond the floor = {pipe_s / floor - 1:+.1%}"
     )
     out = {"args": vars(args), "rows": rows, "stages": stage_rows}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+    C.save_json(args.json, out)
     return out
 
 

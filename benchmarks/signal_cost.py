@@ -197,9 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
         print("\n# AUROC of forgetting for label == unsafe (M1 -> M2 of the run)")
         print(C.table(arows))
         out["auroc"] = arows
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+    C.save_json(args.json, out)
     return out
 
 
