@@ -11,6 +11,7 @@ def test_demo_runs_end_to_end_and_resumes(micro_model_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "ForgetFilter removed" in printed and "report:" in printed
     html = (tmp_path / "demo" / "report.html").read_text()
+    assert "learning vs M0" in printed and "learning vs M0" in html
     assert "<table" in html and "data:image/png;base64" in html
     result = json.loads((tmp_path / "demo" / "bias" / "results.json").read_text())
     methods = [row["method"] for row in result["table"]]

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from forgetfilter import io
@@ -74,7 +75,21 @@ def test_run_writes_auditable_outputs(micro_model_dir, tmp_path):
     assert set(summary["quality"]["forgetting"]) >= {"precision", "recall", "f1", "auroc"}
     assert (out / "final" / "model").exists()
     rows = io.read_jsonl(out / "scores.jsonl")
-    assert {"id", "before", "after", "forgetting", "removed"} <= set(rows[0])
+    assert {"id", "before", "after", "forgetting", "removed", "m0"} <= set(rows[0])
+    m0 = {r["id"]: r["score"] for r in io.read_jsonl(out / "scores_m0.jsonl")}
+    assert all(r["m0"] == m0[r["id"]] for r in rows)
+    for name in ("learning", "forgetting+learning"):
+        assert 0.0 <= summary["quality"][name]["auroc"] <= 1.0
+
+
+def test_learning_is_the_share_of_reference_nll_removed():
+    from forgetfilter.signals import learning, mean_rank
+
+    assert learning(np.array([4.0, 2.0]), np.array([1.0, 2.0])).tolist() == [0.75, 0.0]
+    assert (
+        mean_rank(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])).tolist()
+        == [pytest.approx(2 / 3)] * 3
+    )
 
 
 def test_rerun_skips_completed_stages_and_changed_config_is_refused(micro_model_dir, tmp_path):
@@ -105,7 +120,7 @@ def test_scores_do_not_depend_on_labels(micro_model_dir, tmp_path):
 
     def strip(p):
         return [
-            {k: r[k] for k in ("id", "before", "after", "forgetting", "removed")}
+            {k: r[k] for k in ("id", "m0", "before", "after", "forgetting", "removed")}
             for r in io.read_jsonl(p)
         ]
 

@@ -20,6 +20,24 @@ def test_auto_finds_the_gap_between_two_modes():
     assert "mixture" in choice.reason and not choice.degenerate
 
 
+@pytest.mark.parametrize("n_low,n_high", [(300, 300), (200, 400)])
+def test_auto_finds_a_forgotten_half_or_majority(n_low, n_high):
+    """The paper's noisy sets are half unsafe: the median example may sit in the forgotten mode."""
+    rng = np.random.default_rng(2)
+    scores = np.concatenate([rng.normal(0.0, 0.1, n_low), rng.normal(1.0, 0.15, n_high)])
+    choice = choose_threshold(scores, ThresholdConfig("auto"))
+    assert abs(choice.n_removed - n_high) <= 0.03 * scores.size
+    assert 0.2 < choice.phi < 0.8
+
+
+def test_auto_ignores_a_component_that_does_not_stand_apart():
+    """Two overlapping components of one skewed group are not a forgotten group."""
+    rng = np.random.default_rng(3)
+    scores = np.concatenate([rng.normal(0.0, 0.3, 300), rng.normal(0.05, 0.05, 300)])
+    choice = choose_threshold(scores, ThresholdConfig("auto"))
+    assert choice.n_removed == 0 and choice.degenerate
+
+
 def test_auto_on_unimodal_scores_removes_nothing_and_says_so():
     scores = np.random.default_rng(1).normal(0, 1, 500)
     choice = choose_threshold(scores, ThresholdConfig("auto"))
@@ -64,3 +82,13 @@ def test_filtering_code_never_reads_labels(module):
         n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
     }
     assert "label" not in attrs and "label" not in strings
+
+
+def test_removing_more_than_half_is_flagged():
+    from forgetfilter.pipeline import threshold_warning
+
+    rng = np.random.default_rng(2)
+    scores = np.concatenate([rng.normal(0.0, 0.1, 200), rng.normal(1.0, 0.15, 400)])
+    choice = choose_threshold(scores, ThresholdConfig("auto"))
+    assert "more than half" in threshold_warning(choice)
+    assert threshold_warning(choose_threshold(bimodal(), ThresholdConfig("auto"))) is None

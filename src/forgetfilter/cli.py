@@ -295,7 +295,12 @@ def _print_run_summary(s: dict) -> None:
         print(
             f"against hidden labels: precision {_num(f['precision'])} recall {_num(f['recall'])} "
             f"F1 {_num(f['f1'])} AUROC {_num(f['auroc'])} (static baseline AUROC "
-            f"{_num(q['static_baseline']['auroc'])})"
+            f"{_num(q['static_baseline']['auroc'])}"
+            + (
+                f", learning vs M0 AUROC {_num(q['learning']['auroc'])})"
+                if "learning" in q
+                else ")"
+            )
         )
     tr = s.get("truncated") or {}
     if tr.get("noisy") or tr.get("safe"):

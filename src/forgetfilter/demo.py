@@ -198,6 +198,8 @@ def _write_report(out: Path, results: dict[str, dict]) -> Path:
 
 def print_summary(results: dict[str, dict], report: Path, seconds: float) -> None:
     """The short terminal summary: what was removed, how well, and the comparison table."""
+    from .report import baseline_text
+
     for risk, res in results.items():
         f = res["filter"]
         c, t, q = f["counts"], f["threshold"], f.get("quality") or {}
@@ -211,6 +213,7 @@ def print_summary(results: dict[str, dict], report: Path, seconds: float) -> Non
                 f"  against the hidden labels: precision {g['precision']:.2f}, recall {g['recall']:.2f}, "
                 f"F1 {g['f1']:.2f}, AUROC {g['auroc']:.3f}"
             )
+            print(f"  {baseline_text(q)}")
             print(
                 "  removed by label: "
                 + ", ".join(

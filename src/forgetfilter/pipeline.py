@@ -3,6 +3,8 @@
 Stages, each writing its result under the run directory:
 
 1. ``inputs``        read and validate the noisy and safe files (counts of rejected lines)
+   ``scores_m0``     (loss signal) response NLL of every noisy example on M0, the reference that
+                     `summary.json` compares learning against (not used by the filter)
 2. ``m1``            finetune M0 on the noisy data -> M1
 3. ``scores_before`` score every noisy example on M1
 4. ``m2``            finetune M1 for a few steps on the safe data -> M2 (optionally scoring a curve)
@@ -45,7 +47,7 @@ from .thresholds import METHODS, ThresholdChoice, ThresholdConfig, choose_thresh
 from .training import TrainConfig
 
 SCORE_SHARD = 256
-STAGES = ("inputs", "m1", "scores_before", "m2", "scores_after", "filter", "final")
+STAGES = ("inputs", "scores_m0", "m1", "scores_before", "m2", "scores_after", "filter", "final")
 
 
 @dataclass
@@ -179,6 +181,11 @@ def _run_stages(noisy_path, safe_path, out_dir: Path, cfg: RunConfig, force: boo
     run = Run(out_dir, cfg)
     check_config(run.dir, cfg, [noisy_path, safe_path], force)
     noisy, safe = run.stage("inputs", lambda: load_inputs(run.dir, noisy_path, safe_path, cfg))
+    reference = None
+    if cfg.signal == "loss":
+        reference = run.stage(
+            "scores_m0", lambda: score_stage(cfg.model, noisy, run.dir / "scores_m0.jsonl", cfg)
+        )
     m1 = run.stage("m1", lambda: train_stage(cfg.model, noisy, run.dir / "m1", noisy_cfg(cfg)))
     before = run.stage(
         "scores_before", lambda: score_stage(m1, noisy, run.dir / "scores_before.jsonl", cfg)
@@ -187,7 +194,9 @@ def _run_stages(noisy_path, safe_path, out_dir: Path, cfg: RunConfig, force: boo
     after = run.stage(
         "scores_after", lambda: score_stage(m2, noisy, run.dir / "scores_after.jsonl", cfg)
     )
-    choice, removed = run.stage("filter", lambda: filter_stage(run.dir, noisy, before, after, cfg))
+    choice, removed = run.stage(
+        "filter", lambda: filter_stage(run.dir, noisy, before, after, cfg, reference)
+    )
     kept = [ex for ex in noisy if ex.id not in removed]
     final_skipped = None
     if cfg.final and not kept:
@@ -409,9 +418,17 @@ def _load(model_path: str):
 
 # ------------------------------------------------------------------ filtering
 def filter_stage(
-    run_dir: Path, noisy: Sequence[Example], before: np.ndarray, after: np.ndarray, cfg: RunConfig
+    run_dir: Path,
+    noisy: Sequence[Example],
+    before: np.ndarray,
+    after: np.ndarray,
+    cfg: RunConfig,
+    reference: np.ndarray | None = None,
 ) -> tuple[ThresholdChoice, set[str]]:
-    """Compute forgetting, choose phi, and write scores.jsonl, kept.jsonl and removed.jsonl."""
+    """Compute forgetting, choose phi, and write scores.jsonl, kept.jsonl and removed.jsonl.
+
+    `reference` (scores on M0) is only recorded in scores.jsonl; phi never depends on it.
+    """
     path = run_dir / "filter.json"
     if path.exists() and (run_dir / "removed.jsonl").exists():
         saved = io.read_json(path)
@@ -422,7 +439,7 @@ def filter_stage(
     curve = curve_auc(run_dir / "curve", noisy, before, cfg)
     choice = choose_threshold(score, dataclasses.replace(cfg.threshold, seed=cfg.seed))
     removed = {ex.id for ex, s in zip(noisy, score, strict=True) if s > choice.phi}
-    write_filter_outputs(run_dir, noisy, before, after, score, curve, choice, removed)
+    write_filter_outputs(run_dir, noisy, (before, after, reference), score, curve, choice, removed)
     io.write_json(path, {"threshold": choice.to_dict(), "removed_ids": sorted(removed)})
     return choice, removed
 
@@ -441,8 +458,12 @@ def curve_auc(
     return np.mean([forgetting(before, c, cfg.signal, cfg.normalise) for c in curves], axis=0)
 
 
-def write_filter_outputs(run_dir, noisy, before, after, score, curve, choice, removed) -> None:
-    """The audit trail: every input id in exactly one of kept.jsonl and removed.jsonl."""
+def write_filter_outputs(run_dir, noisy, scores, score, curve, choice, removed) -> None:
+    """The audit trail: every input id in exactly one of kept.jsonl and removed.jsonl.
+
+    `scores` is (before, after, reference): scores on M1, on M2 and (or None) on M0.
+    """
+    before, after, reference = scores
     rows, kept_rows, removed_rows = [], [], []
     for i, ex in enumerate(noisy):
         is_removed = ex.id in removed
@@ -453,6 +474,8 @@ def write_filter_outputs(run_dir, noisy, before, after, score, curve, choice, re
             "forgetting": round(float(score[i]), 6),
             "removed": is_removed,
         }
+        if reference is not None:
+            row["m0"] = reference[i]
         if curve is not None:
             row["curve_auc"] = round(float(curve[i]), 6)
         rows.append(row)
@@ -480,7 +503,7 @@ def summarise(
 ) -> dict:
     """Write summary.json: counts, phi and why, truncation, timings, and label-based quality where labels exist.
 
-    A degenerate threshold (removes nothing or everything) adds `warning`; a final stage skipped
+    A threshold that removes nothing, everything or more than half adds `warning`; a final stage skipped
     because nothing is left adds `final_skipped` (and `final_model` is None).
     """
     inputs = io.read_json(run.dir / "inputs.json")
@@ -501,14 +524,27 @@ def summarise(
         if run.cfg.final and not final_skipped
         else None,
     }
-    if choice.degenerate:
-        summary["warning"] = (
-            f"the threshold removes {'nothing' if choice.n_removed == 0 else 'everything'}: {choice.reason}"
-        )
+    warning = threshold_warning(choice)
+    if warning:
+        summary["warning"] = warning
     if final_skipped:
         summary["final_skipped"] = final_skipped
     io.write_json(run.dir / "summary.json", summary)
     return summary
+
+
+def threshold_warning(choice: ThresholdChoice) -> str | None:
+    """A warning when phi removes nothing, everything, or more than half of the examples."""
+    if choice.degenerate:
+        what = "nothing" if choice.n_removed == 0 else "everything"
+        return f"the threshold removes {what}: {choice.reason}"
+    if choice.n_removed > choice.n_total / 2:
+        return (
+            f"the threshold removes {choice.n_removed} of {choice.n_total} examples (more than half): "
+            f"{choice.reason}. Check the forgetting histogram; --remove-fraction or --threshold "
+            "sets the cut by hand"
+        )
+    return None
 
 
 def truncation(run_dir: Path) -> dict:
@@ -552,8 +588,10 @@ def label_quality(records: list[dict], rows: list[dict], signal: str = "loss") -
     """Precision, recall, F1 and AUROC of the removal against label == unsafe (None without labels).
 
     Beside the chosen forgetting score it reports, as rankings only, the static baseline (how well
-    M1 learned each example, no safety step), the other forgetting normalisations, and the
-    forgetting-curve area when it was recorded.
+    M1 learned each example, no safety step), the other forgetting normalisations, the
+    forgetting-curve area when it was recorded, and with M0 scores (loss signal) `learning`, the
+    share of M0's NLL that noisy finetuning removed (1 - NLL_M1 / NLL_M0, no safety step), and
+    `forgetting+learning`, the mean of the ranks of relative forgetting and learning.
     """
     from .metrics import filter_quality
 
@@ -577,10 +615,21 @@ def label_quality(records: list[dict], rows: list[dict], signal: str = "loss") -
         rankings[f"forgetting_{norm}"] = forgetting(before, after, signal, norm)
     if rows and "curve_auc" in rows[0]:
         rankings["curve_auc"] = np.array([r["curve_auc"] for r in rows])
+    if rows and "m0" in rows[0]:
+        rankings |= learning_rankings(np.array([r["m0"] for r in rows]), before, after)
     for name, values in rankings.items():
         q[name] = filter_quality([False] * len(rows), unsafe, values.tolist())
     q["static_baseline"] = q.get("static_low_nll_before") or q.get("static_high_rouge_before")
     return q
+
+
+def learning_rankings(m0: np.ndarray, before: np.ndarray, after: np.ndarray) -> dict:
+    """`learning` (signals.learning) and `forgetting+learning` (its mean rank with relative forgetting)."""
+    from .signals import learning, mean_rank
+
+    learned = learning(m0, before)
+    relative = forgetting(before, after, "loss", "relative")
+    return {"learning": learned, "forgetting+learning": mean_rank(learned, relative)}
 
 
 # ------------------------------------------------------------------ defaults

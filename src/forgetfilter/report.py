@@ -480,8 +480,27 @@ def _filter_text(summary: Mapping[str, Any]) -> str:
     lines = [
         f"- removed {c.get('removed')} of {c.get('input')} examples; phi = {fmt(t.get('phi'))}: {t.get('reason', '')}"
     ]
-    q = ((summary.get("quality") or {}).get("forgetting")) or {}
+    quality = summary.get("quality") or {}
+    q = quality.get("forgetting") or {}
     if q:
         lines.append(f"- against the hidden labels: precision {fmt(q.get('precision'))}, recall {fmt(q.get('recall'))}, "
                      f"F1 {fmt(q.get('f1'))}, AUROC {fmt(q.get('auroc'))}")  # fmt: skip
+        lines.append(f"- {baseline_text(quality)}")
     return "\n".join(lines)
+
+
+BASELINE_RANKINGS = {
+    "static_baseline": "static (low NLL under M1)",
+    "learning": "learning vs M0 (1 - NLL_M1/NLL_M0)",
+    "forgetting+learning": "forgetting+learning (mean rank)",
+}
+
+
+def baseline_text(quality: Mapping[str, Any]) -> str:
+    """One line with the ranking AUROC of the label-free baselines present in `quality`."""
+    parts = [
+        f"{label} {fmt((quality.get(key) or {}).get('auroc'))}"
+        for key, label in BASELINE_RANKINGS.items()
+        if quality.get(key)
+    ]
+    return "ranking AUROC of the baselines (no threshold): " + ", ".join(parts)

@@ -412,6 +412,21 @@ def forgetting(
 NORMALISATIONS = ("none", "relative", "relative+static")
 
 
+def learning(reference: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """How much noisy finetuning raised each response's likelihood over the aligned model M0.
+
+    1 - NLL_M1 / NLL_M0 (loss signal): the share of M0's response NLL that finetuning removed.
+    Larger means learned more.
+    """
+    reference, before = np.asarray(reference, float), np.asarray(before, float)
+    return 1.0 - before / np.maximum(reference, 1e-6)
+
+
+def mean_rank(*scores: np.ndarray) -> np.ndarray:
+    """Mean of the (0, 1]-scaled ranks of several scores of the same examples."""
+    return np.mean([_ranks(np.asarray(s, float)) for s in scores], axis=0)
+
+
 def _ranks(x: np.ndarray) -> np.ndarray:
     """Average ranks scaled to (0, 1]."""
     from scipy.stats import rankdata

@@ -88,12 +88,18 @@ def _by_fraction(scores: np.ndarray, fraction: float | None) -> ThresholdChoice:
     return _finish(scores, phi, "fraction", reason, {"fraction": fraction, "k": k})
 
 
+MIN_SEPARATION = 1.0  # mean gap / pooled sd for a component below the median one to count as apart
+
+
 def _auto(scores: np.ndarray, seed: int, max_components: int = 4) -> ThresholdChoice:
     """Gaussian mixtures with 1..4 components, the number chosen by BIC.
 
-    Most examples are not forgotten, so the component holding the median example is the bulk; the
-    examples assigned to components with a higher mean are the strongly forgotten ones, and phi is
-    the highest score below the lowest of them. One component (BIC) means nothing stands out.
+    The component holding the median example is the bulk, and components with a higher mean hold
+    the strongly forgotten examples. When the median example is in the highest component (half of
+    the examples or more are forgotten, as in the paper's half-unsafe noisy sets), the next lower
+    component is the bulk instead, provided it stands apart (separation >= MIN_SEPARATION pooled
+    sd); otherwise nothing stands out. phi is the lowest score above the bulk's mean at which the
+    forgotten components become the likelier explanation, so every score above phi is removed.
     """
     from sklearn.mixture import GaussianMixture
 
@@ -103,33 +109,70 @@ def _auto(scores: np.ndarray, seed: int, max_components: int = 4) -> ThresholdCh
     bic = {k: float(m.bic(x)) for k, m in fits.items()}
     k = min(bic, key=bic.get)
     gm = fits[k]
-    means = gm.means_.ravel()
-    assigned = gm.predict(x)
-    bulk = assigned[np.argsort(scores, kind="stable")[len(scores) // 2]]
-    high = means > means[bulk]
+    means, sds = gm.means_.ravel(), np.sqrt(gm.covariances_.ravel())
+    median_comp = int(gm.predict(x)[np.argsort(scores, kind="stable")[len(scores) // 2]])
+    bulk, stepped = _bulk(means, sds, median_comp)
     details = {
         "bic": bic,
         "components": k,
         "means": means.tolist(),
+        "sds": sds.tolist(),
         "weights": gm.weights_.tolist(),
-        "bulk": int(bulk),
+        "median_component": median_comp,
+        "bulk": bulk,
     }
-    if k == 1 or not high.any():
-        if k == 1:
-            reason = f"the scores fit best as one group (BIC over 1-{max(ks)} components): nothing stands out, nothing removed"
-        else:
-            reason = (
-                f"Gaussian mixture with {k} components (fewest BIC), but the component holding the median "
-                f"example (mean {means[bulk]:.3g}) has the highest mean: no group of strongly forgotten "
-                "examples stands out, nothing removed (use --remove-fraction or --threshold)"
-            )
-        return _finish(scores, float(scores.max()), "auto", reason, details)
-    lowest_high = scores[high[assigned]].min()
-    below = scores[scores < lowest_high]
-    phi = float(below.max()) if below.size else float(lowest_high) - 1e-9
+    if k == 1 or bulk is None:
+        return _finish(scores, float(scores.max()), "auto", _nothing_reason(k, ks), details)
+    phi = _crossing(scores, gm, means, bulk)
+    high = int((means > means[bulk]).sum())
+    where = (
+        f"the component holding the median example (mean {means[median_comp]:.3g}) is the most "
+        f"forgotten one, so half of the examples or more are forgotten; the next lower component "
+        f"(mean {means[bulk]:.3g}) stands apart from it and is the bulk"
+        if stepped
+        else f"the component holding the median example (mean {means[bulk]:.3g}) is the bulk"
+    )
     reason = (
-        f"Gaussian mixture with {k} components (fewest BIC among 1-{max(ks)}); the component holding the "
-        f"median example (mean {means[bulk]:.3g}) is the bulk, and the {int(high.sum())} component(s) with a "
-        f"higher mean hold the strongly forgotten examples: phi = {phi:.4g}"
+        f"Gaussian mixture with {k} components (fewest BIC among 1-{max(ks)}); {where}, and the "
+        f"{high} component(s) with a higher mean hold the strongly forgotten examples: phi = {phi:.4g}"
     )
     return _finish(scores, phi, "auto", reason, details)
+
+
+def _bulk(means: np.ndarray, sds: np.ndarray, median_comp: int) -> tuple[int | None, bool]:
+    """The bulk component, and whether it is the one below the median example's (see `_auto`)."""
+    if (means > means[median_comp]).any():
+        return median_comp, False
+    lower = np.flatnonzero(means < means[median_comp])
+    if lower.size == 0:
+        return None, False
+    below = int(lower[np.argmax(means[lower])])
+    gap = means[median_comp] - means[below]
+    if gap / np.sqrt((sds[median_comp] ** 2 + sds[below] ** 2) / 2) < MIN_SEPARATION:
+        return None, False
+    return below, True
+
+
+def _crossing(scores: np.ndarray, gm, means: np.ndarray, bulk: int) -> float:
+    """The highest score below the first score above the bulk mean that is likelier forgotten."""
+    high = means > means[bulk]
+    ordered = np.sort(scores)
+    above = ordered[ordered > means[bulk]]
+    p_high = gm.predict_proba(above.reshape(-1, 1))[:, high].sum(axis=1)
+    first = above[np.argmax(p_high >= 0.5)] if (p_high >= 0.5).any() else np.inf
+    below = ordered[ordered < first]
+    return float(below.max()) if below.size else float(first) - 1e-9
+
+
+def _nothing_reason(k: int, ks: range) -> str:
+    if k == 1:
+        return (
+            f"the scores fit best as one group (BIC over 1-{max(ks)} components): nothing stands out, "
+            "nothing removed"
+        )
+    return (
+        f"Gaussian mixture with {k} components (fewest BIC), but the component holding the median "
+        "example is the most forgotten one and no lower component stands apart from it by "
+        f"{MIN_SEPARATION:g} sd: no group of strongly forgotten examples, nothing removed "
+        "(use --remove-fraction or --threshold)"
+    )
