@@ -49,6 +49,7 @@ HERE = Path(__file__).resolve().parent
 # Outputs that must be identical between an interrupted-and-resumed run and an uninterrupted one.
 OUTPUTS = (
     "inputs.json",
+    "scores_m0.jsonl",
     "scores_before.jsonl",
     "scores_after.jsonl",
     "scores.jsonl",
@@ -269,7 +270,7 @@ def second_run(micro_model_dir: Path, data: Path, reference_run, tmp_path_factor
 
 @pytest.fixture(scope="module")
 def fault_chain(micro_model_dir: Path, data: Path, tmp_path_factory) -> dict:
-    """tests/fault_driver.py: a reference run, then one directory killed at 12 points and finished."""
+    """tests/fault_driver.py: a reference run, then one directory killed at 13 points and finished."""
     root = tmp_path_factory.mktemp("rel-chain")
     at = "FORGETFILTER_FAULT_AT"
     step = "FORGETFILTER_FAULT_AFTER_STEP"
@@ -277,7 +278,8 @@ def fault_chain(micro_model_dir: Path, data: Path, tmp_path_factory) -> dict:
         {
             at: "write:inputs.json"
         },  # inside the inputs stage, mid-write (temp file full, not renamed)
-        {at: "stage:inputs"},  # boundary inputs | m1
+        {at: "stage:inputs"},  # boundary inputs | scores_m0
+        {at: "scores_m0:1"},  # inside scoring on M0 (the reference): shards 0 and 1 written
         {step: "3"},  # inside m1 (checkpoint at step 2): resumes from it
         {at: "stage:m1"},  # boundary m1 | scores_before
         {at: "scores_before:1"},  # inside scoring: shards 0 and 1 of 3 written
@@ -321,7 +323,7 @@ def fault_chain(micro_model_dir: Path, data: Path, tmp_path_factory) -> dict:
 
 # ---------------------------------------------------------------- 1. kills
 def test_kill_inside_and_between_every_stage_then_rerun_matches_uninterrupted(fault_chain) -> None:
-    """SIGKILL (or training's hard exit) at 12 points; after each, files are whole; the finished
+    """SIGKILL (or training's hard exit) at 13 points; after each, files are whole; the finished
     run equals the uninterrupted one byte for byte, models included."""
     rep, chain, ref = fault_chain["report"], fault_chain["chain"], fault_chain["reference"]
     assert rep["reference"]["exit"] == 0, Path(rep["reference"]["log"]).read_text()[-2000:]

@@ -158,6 +158,8 @@ def _crossing(scores: np.ndarray, gm, means: np.ndarray, bulk: int) -> float:
     high = means > means[bulk]
     ordered = np.sort(scores)
     above = ordered[ordered > means[bulk]]
+    if above.size == 0:
+        return float(ordered[-1])
     p_high = gm.predict_proba(above.reshape(-1, 1))[:, high].sum(axis=1)
     first = above[np.argmax(p_high >= 0.5)] if (p_high >= 0.5).any() else np.inf
     below = ordered[ordered < first]
