@@ -22,11 +22,15 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 
-def variants(before: np.ndarray, after: np.ndarray) -> dict[str, np.ndarray]:
+def variants(before: np.ndarray, after: np.ndarray, m0: np.ndarray) -> dict[str, np.ndarray]:
     """Forgetting definitions compared by the sweep (larger = more forgotten)."""
+    from forgetfilter.signals import forgetting, learning
+
     return {
         "diff": after - before,
         "relative": after / np.maximum(before, 1e-6) - 1,
+        "relative+learning": forgetting(before, after, "loss", "relative+learning", m0),
+        "learning": learning(m0, before),
         "static_low_nll": -before,
     }
 
@@ -39,8 +43,9 @@ def aurocs(run_dir: Path, noisy: Path) -> dict:
     same_risk = np.array([r["label"] in ("unsafe", "safe") for r in recs])
     b = np.array([rows[r["id"]]["before"] for r in recs])
     a = np.array([rows[r["id"]]["after"] for r in recs])
+    m0 = np.array([rows[r["id"]]["m0"] for r in recs])
     out = {}
-    for name, s in variants(b, a).items():
+    for name, s in variants(b, a, m0).items():
         out[name] = round(roc_auc_score(unsafe, s), 4)
         out[name + "_vs_safe"] = round(roc_auc_score(unsafe[same_risk], s[same_risk]), 4)
     out["nll_before"] = {g: round(float(b[m].mean()), 3) for g, m in _groups(recs).items()}

@@ -126,3 +126,15 @@ def test_scales_are_sized_as_documented():
     assert (
         json.loads(json.dumps(experiments.dataclasses.asdict(SCALES["small"])))["name"] == "small"
     )
+
+
+def test_ablate_sweeps_ratio_steps_and_phi(micro, tmp_path):
+    ctx = _ctx(tmp_path / "abl", micro)
+    for name in ("bias-r0.25", "bias-r0.75"):  # synthetic stand-ins for the other ratios
+        write_mixture(tmp_path / "abl" / "data" / name)
+    res = run_experiment("ablate", ctx)
+    assert set(res["ratios"]) == {"0.25", "0.5", "0.75"}
+    steps = res["ratios"]["0.5"]["steps"]
+    assert len(steps) == SCALES["test"].ablate_points and all("auroc" in s for s in steps)
+    assert res["ratios"]["0.5"]["summary"]["normalise"] == "relative+learning"
+    assert len(res["phi"]) > 2 and (tmp_path / "abl" / "report.html").exists()

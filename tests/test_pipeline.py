@@ -78,7 +78,8 @@ def test_run_writes_auditable_outputs(micro_model_dir, tmp_path):
     assert {"id", "before", "after", "forgetting", "removed", "m0"} <= set(rows[0])
     m0 = {r["id"]: r["score"] for r in io.read_jsonl(out / "scores_m0.jsonl")}
     assert all(r["m0"] == m0[r["id"]] for r in rows)
-    for name in ("learning", "forgetting+learning"):
+    assert summary["normalise"] == "relative+learning"
+    for name in ("learning", "forgetting_relative", "forgetting_relative+learning"):
         assert 0.0 <= summary["quality"][name]["auroc"] <= 1.0
 
 
@@ -90,6 +91,31 @@ def test_learning_is_the_share_of_reference_nll_removed():
         mean_rank(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])).tolist()
         == [pytest.approx(2 / 3)] * 3
     )
+
+
+def test_default_score_is_forgetting_and_learning_for_loss_and_forgetting_for_rouge():
+    from forgetfilter import cli, signals
+    from forgetfilter.errors import ConfigError
+    from forgetfilter.pipeline import RunConfig
+
+    assert RunConfig().normalise == "relative+learning"
+    assert RunConfig(signal="rouge").normalise == "relative"
+    assert RunConfig(normalise="relative+static").normalise == "relative+static"
+    with pytest.raises(ConfigError, match="needs --signal loss"):
+        RunConfig(signal="rouge", normalise="relative+learning")
+    assert cli.NORMALISATIONS == signals.NORMALISATIONS
+
+
+def test_relative_plus_learning_ranks_learned_then_forgotten_examples_first():
+    from forgetfilter.signals import forgetting
+
+    m0 = np.array([5.0, 5.0, 5.0, 5.0])
+    before = np.array([2.0, 4.5, 2.0, 4.5])  # examples 0 and 2 were learned far more
+    after = np.array([3.0, 5.0, 2.1, 4.6])  # and 0 forgotten most
+    score = forgetting(before, after, "loss", "relative+learning", m0)
+    assert np.argmax(score) == 0 and score[0] > score[2] > score[3]
+    with pytest.raises(ValueError):
+        forgetting(before, after, "loss", "relative+learning")
 
 
 def test_rerun_skips_completed_stages_and_changed_config_is_refused(micro_model_dir, tmp_path):

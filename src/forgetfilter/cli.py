@@ -7,6 +7,9 @@ import sys
 
 from .errors import ForgetFilterError
 
+# signals.NORMALISATIONS, spelled out so that the CLI starts without importing torch (tested equal)
+NORMALISATIONS = ("none", "relative", "relative+static", "relative+learning")
+
 
 # ---------------------------------------------------------------- data (readers, datasets, mixture)
 def _add_data(sub: argparse._SubParsersAction) -> None:
@@ -179,9 +182,11 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--signal", choices=["loss", "rouge"], default="loss")
     p.add_argument(
         "--normalise",
-        choices=["none", "relative", "relative+static"],
+        choices=list(NORMALISATIONS),
         default=None,
-        help="forgetting as after-before (none) or relative to before (default: relative)",
+        help="the filter's score: forgetting as after-before (none), relative to before (relative, "
+        "the paper's), or its mean rank with static low NLL (relative+static) or with learning "
+        "over M0 (relative+learning; default for the loss signal, relative for rouge)",
     )
     p.add_argument(
         "--safety-steps", type=int, default=None, help="default: one epoch of the safe set"
@@ -284,6 +289,8 @@ def _num(value: float | None) -> str:
 
 
 def _print_run_summary(s: dict) -> None:
+    from .report import baseline_text
+
     c, t = s["counts"], s["threshold"]
     print(
         f"input {c['input']}: kept {c['kept']}, removed {c['removed']}, rejected at load {c['rejected_at_load']}"
@@ -294,14 +301,9 @@ def _print_run_summary(s: dict) -> None:
         f = q["forgetting"]
         print(
             f"against hidden labels: precision {_num(f['precision'])} recall {_num(f['recall'])} "
-            f"F1 {_num(f['f1'])} AUROC {_num(f['auroc'])} (static baseline AUROC "
-            f"{_num(q['static_baseline']['auroc'])}"
-            + (
-                f", learning vs M0 AUROC {_num(q['learning']['auroc'])})"
-                if "learning" in q
-                else ")"
-            )
+            f"F1 {_num(f['f1'])} AUROC {_num(f['auroc'])} (score: {s['signal']}, {s['normalise']})"
         )
+        print(baseline_text(q))
     tr = s.get("truncated") or {}
     if tr.get("noisy") or tr.get("safe"):
         print(

@@ -766,14 +766,14 @@ class Ablate:
         from .signals import forgetting
 
         noisy = load_examples(data / "noisy.jsonl")
-        before = _scores_by_id(run_dir / "scores.jsonl", "before")
-        b = np.asarray([before[ex.id] for ex in noisy])
+        rows = {r["id"]: r for r in io.read_jsonl(run_dir / "scores.jsonl")}
+        b = np.asarray([rows[ex.id]["before"] for ex in noisy])
+        m0 = np.asarray([rows[ex.id]["m0"] for ex in noisy]) if "m0" in rows[noisy[0].id] else None
         out = []
         for f in sorted((run_dir / "curve").glob("step-*.jsonl")):
-            after = _scores_by_id(f)
-            score = forgetting(
-                b, np.asarray([after[ex.id] for ex in noisy]), self.cfg.signal, self.cfg.normalise
-            )
+            by_id = _scores_by_id(f)
+            after = np.asarray([by_id[ex.id] for ex in noisy])
+            score = forgetting(b, after, self.cfg.signal, self.cfg.normalise, m0)
             tc = dataclasses.replace(self.cfg.threshold, seed=self.cfg.seed)
             out.append({"step": int(f.stem.split("-")[1])} | quality_at(noisy, score, tc))
         return out

@@ -3,8 +3,8 @@
 Stages, each writing its result under the run directory:
 
 1. ``inputs``        read and validate the noisy and safe files (counts of rejected lines)
-   ``scores_m0``     (loss signal) response NLL of every noisy example on M0, the reference that
-                     `summary.json` compares learning against (not used by the filter)
+   ``scores_m0``     (loss signal) response NLL of every noisy example on M0: the reference of
+                     `learning` (part of the default score, `relative+learning`)
 2. ``m1``            finetune M0 on the noisy data -> M1
 3. ``scores_before`` score every noisy example on M1
 4. ``m2``            finetune M1 for a few steps on the safe data -> M2 (optionally scoring a curve)
@@ -42,7 +42,7 @@ import numpy as np
 from . import io
 from .errors import ConfigError, ForgetFilterError
 from .records import Example
-from .signals import SIGNALS, check_finite, forgetting
+from .signals import NORMALISATIONS, SIGNALS, check_finite, forgetting
 from .thresholds import METHODS, ThresholdChoice, ThresholdConfig, choose_threshold
 from .training import TrainConfig
 
@@ -57,7 +57,10 @@ class RunConfig:
     Attributes:
         model: the aligned model M0 (Hugging Face id, local path, or `tiny`).
         signal: `loss` (teacher-forced response NLL) or `rouge` (the paper's ROUGE-1 of greedy generations).
-        normalise: forgetting as a plain difference (`none`) or relative to the score before (`relative`).
+        normalise: the filter's score (signals.forgetting): `none` (plain difference), `relative`
+            (relative to the score before: the paper's forgetting), `relative+static`, or
+            `relative+learning` (mean rank of relative forgetting and of learning over M0; loss
+            signal only). None = `relative+learning` for the loss signal, `relative` for rouge.
         safety_steps: optimizer steps of safety finetuning (M1 -> M2); None = one epoch of the safe set.
         noisy_train: training settings for M0 -> M1 and for the final model.
         safety_train: training settings for M1 -> M2 (its max_steps is set from `safety_steps`).
@@ -73,7 +76,7 @@ class RunConfig:
 
     model: str = "tiny"
     signal: str = "loss"
-    normalise: str = "relative"
+    normalise: str | None = None
     safety_steps: int | None = None
     noisy_train: TrainConfig = field(default_factory=TrainConfig)
     safety_train: TrainConfig = field(default_factory=TrainConfig)
@@ -88,8 +91,16 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.signal not in SIGNALS:
             raise ConfigError(f"unknown signal {self.signal!r}; choose from {', '.join(SIGNALS)}")
-        if self.normalise not in ("none", "relative"):
-            raise ConfigError(f"unknown normalisation {self.normalise!r}; choose none or relative")
+        if self.normalise is None:
+            self.normalise = "relative+learning" if self.signal == "loss" else "relative"
+        if self.normalise not in NORMALISATIONS:
+            raise ConfigError(
+                f"unknown normalisation {self.normalise!r}; choose from {', '.join(NORMALISATIONS)}"
+            )
+        if self.normalise == "relative+learning" and self.signal != "loss":
+            raise ConfigError(
+                "--normalise relative+learning needs --signal loss (M0 is scored by NLL)"
+            )
         t = self.threshold
         if t.method not in METHODS:
             raise ConfigError(
@@ -427,7 +438,8 @@ def filter_stage(
 ) -> tuple[ThresholdChoice, set[str]]:
     """Compute forgetting, choose phi, and write scores.jsonl, kept.jsonl and removed.jsonl.
 
-    `reference` (scores on M0) is only recorded in scores.jsonl; phi never depends on it.
+    `reference` (scores on M0) is recorded in scores.jsonl and enters the score only with
+    `relative+learning`.
     """
     path = run_dir / "filter.json"
     if path.exists() and (run_dir / "removed.jsonl").exists():
@@ -435,8 +447,8 @@ def filter_stage(
         return ThresholdChoice(**{k: saved["threshold"][k] for k in _CHOICE_FIELDS}), set(
             saved["removed_ids"]
         )
-    score = forgetting(before, after, cfg.signal, cfg.normalise)
-    curve = curve_auc(run_dir / "curve", noisy, before, cfg)
+    score = forgetting(before, after, cfg.signal, cfg.normalise, reference)
+    curve = curve_auc(run_dir / "curve", noisy, before, cfg, reference)
     choice = choose_threshold(score, dataclasses.replace(cfg.threshold, seed=cfg.seed))
     removed = {ex.id for ex, s in zip(noisy, score, strict=True) if s > choice.phi}
     write_filter_outputs(run_dir, noisy, (before, after, reference), score, curve, choice, removed)
@@ -448,14 +460,20 @@ _CHOICE_FIELDS = ("phi", "method", "reason", "n_removed", "n_total", "details")
 
 
 def curve_auc(
-    curve_dir: Path, noisy: Sequence[Example], before: np.ndarray, cfg: RunConfig
+    curve_dir: Path,
+    noisy: Sequence[Example],
+    before: np.ndarray,
+    cfg: RunConfig,
+    reference: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """Mean forgetting over the checkpoints of safety finetuning (area under each example's curve)."""
     files = sorted(curve_dir.glob("step-*.jsonl")) if curve_dir.exists() else []
     if not files:
         return None
     curves = [_scores_in_order(io.read_jsonl(f), noisy, f) for f in files]
-    return np.mean([forgetting(before, c, cfg.signal, cfg.normalise) for c in curves], axis=0)
+    return np.mean(
+        [forgetting(before, c, cfg.signal, cfg.normalise, reference) for c in curves], axis=0
+    )
 
 
 def write_filter_outputs(run_dir, noisy, scores, score, curve, choice, removed) -> None:
@@ -591,9 +609,10 @@ def label_quality(records: list[dict], rows: list[dict], signal: str = "loss") -
     M1 learned each example, no safety step), the other forgetting normalisations, the
     forgetting-curve area when it was recorded, and with M0 scores (loss signal) `learning`, the
     share of M0's NLL that noisy finetuning removed (1 - NLL_M1 / NLL_M0, no safety step), and
-    `forgetting+learning`, the mean of the ranks of relative forgetting and learning.
+    `forgetting_relative+learning`, the mean of the ranks of relative forgetting and learning.
     """
     from .metrics import filter_quality
+    from .signals import learning
 
     labels = {r["id"]: r.get("label") for r in records}
     if not any(v is not None for v in labels.values()):
@@ -616,20 +635,15 @@ def label_quality(records: list[dict], rows: list[dict], signal: str = "loss") -
     if rows and "curve_auc" in rows[0]:
         rankings["curve_auc"] = np.array([r["curve_auc"] for r in rows])
     if rows and "m0" in rows[0]:
-        rankings |= learning_rankings(np.array([r["m0"] for r in rows]), before, after)
+        m0 = np.array([r["m0"] for r in rows])
+        rankings["learning"] = learning(m0, before)
+        rankings["forgetting_relative+learning"] = forgetting(
+            before, after, signal, "relative+learning", m0
+        )
     for name, values in rankings.items():
         q[name] = filter_quality([False] * len(rows), unsafe, values.tolist())
     q["static_baseline"] = q.get("static_low_nll_before") or q.get("static_high_rouge_before")
     return q
-
-
-def learning_rankings(m0: np.ndarray, before: np.ndarray, after: np.ndarray) -> dict:
-    """`learning` (signals.learning) and `forgetting+learning` (its mean rank with relative forgetting)."""
-    from .signals import learning, mean_rank
-
-    learned = learning(m0, before)
-    relative = forgetting(before, after, "loss", "relative")
-    return {"learning": learned, "forgetting+learning": mean_rank(learned, relative)}
 
 
 # ------------------------------------------------------------------ defaults

@@ -490,9 +490,9 @@ def _filter_text(summary: Mapping[str, Any]) -> str:
 
 
 BASELINE_RANKINGS = {
-    "static_baseline": "static (low NLL under M1)",
+    "forgetting_relative": "forgetting alone (relative)",
     "learning": "learning vs M0 (1 - NLL_M1/NLL_M0)",
-    "forgetting+learning": "forgetting+learning (mean rank)",
+    "static_baseline": "static (low NLL under M1)",
 }
 
 
@@ -503,4 +503,4 @@ def baseline_text(quality: Mapping[str, Any]) -> str:
         for key, label in BASELINE_RANKINGS.items()
         if quality.get(key)
     ]
-    return "ranking AUROC of the baselines (no threshold): " + ", ".join(parts)
+    return "ranking AUROC of its parts and baselines (no threshold): " + ", ".join(parts)

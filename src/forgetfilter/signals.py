@@ -387,29 +387,38 @@ def score(model, tokenizer, examples: Sequence[Example], signal: str, **kwargs) 
 
 
 def forgetting(
-    before: np.ndarray, after: np.ndarray, signal: str, normalise: str = "none"
+    before: np.ndarray,
+    after: np.ndarray,
+    signal: str,
+    normalise: str = "none",
+    reference: np.ndarray | None = None,
 ) -> np.ndarray:
     """How much each example was forgotten: larger means more forgotten.
 
     normalise: `none` (after - before for loss, before - after for rouge), `relative`
     (divided by the before value: after/before - 1 for loss; the fraction of ROUGE lost for rouge),
-    or `relative+static` (mean of the rank of the relative forgetting and the rank of how well M1
-    had learned the example: low NLL / high ROUGE before; scores in (0, 1]).
+    `relative+static` (mean of the rank of the relative forgetting and the rank of how well M1
+    had learned the example: low NLL / high ROUGE before; scores in (0, 1]) or `relative+learning`
+    (loss signal only: mean of the rank of the relative forgetting and the rank of `learning`, how
+    much noisy finetuning raised the response's likelihood over M0, whose NLLs are `reference`).
     """
     before, after = np.asarray(before, float), np.asarray(after, float)
     diff = after - before if signal == "loss" else before - after
     if normalise == "none":
         return diff
+    rel = diff / np.maximum(np.abs(before), 1e-6)
     if normalise == "relative":
-        return diff / np.maximum(np.abs(before), 1e-6)
+        return rel
     if normalise == "relative+static":
-        rel = diff / np.maximum(np.abs(before), 1e-6)
-        learned = -before if signal == "loss" else before
-        return (_ranks(rel) + _ranks(learned)) / 2
+        return mean_rank(rel, -before if signal == "loss" else before)
+    if normalise == "relative+learning":
+        if signal != "loss" or reference is None:
+            raise ValueError("relative+learning needs the loss signal and the NLLs on M0")
+        return mean_rank(rel, learning(reference, before))
     raise ValueError(f"unknown normalisation {normalise!r}; choose from {NORMALISATIONS}")
 
 
-NORMALISATIONS = ("none", "relative", "relative+static")
+NORMALISATIONS = ("none", "relative", "relative+static", "relative+learning")
 
 
 def learning(reference: np.ndarray, before: np.ndarray) -> np.ndarray:
