@@ -584,10 +584,11 @@ class Dynamics:
         self.ctx, self.risk = ctx, ctx.risks[0]
         self.data = ctx.mixture(self.risk)
         s = ctx.scale
-        self.cfg = ctx.run_config(
+        self.cfg = ctx.run_config(  # forgetting alone: this experiment shows forgetting itself
             safety_steps=s.dynamics_safety_steps or s.safety_steps,
             curve_points=s.curve_points,
             final=False,
+            normalise="relative",
         )
         self.run_dir = ctx.out / "methods" / "forgetfilter" / "run"
         self.learn_dir = ctx.out / "methods" / "learning"

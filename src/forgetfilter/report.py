@@ -466,13 +466,21 @@ def _demo_section(out: Path, risk: str, res: Mapping[str, Any]) -> Section:
     if scores.exists() and noisy.exists():
         groups = {str(r["id"]): example_group(r) for r in io.read_jsonl(noisy)}
         phi = (summary.get("threshold") or {}).get("phi")
+        score = SCORE_LABELS.get(summary.get("normalise"), "filter score")
         png = plot_forgetting_by_group(
-            io.read_jsonl(scores), groups, out / "plots" / f"demo_{risk}_hist.png", phi=phi
-        )
-        blocks.append(
-            Image(png, "forgetting score of each noisy example by group; dashed: the chosen phi")
-        )
+            io.read_jsonl(scores), groups, out / "plots" / f"demo_{risk}_hist.png", phi=phi,
+            title="Filter scores by group", xlabel=score,
+        )  # fmt: skip
+        blocks.append(Image(png, f"{score} of each noisy example by group; dashed: the chosen phi"))
     return Section(f"Risk: {risk}", blocks)
+
+
+SCORE_LABELS = {
+    "relative+learning": "filter score: mean rank of relative forgetting and learning over M0",
+    "relative": "forgetting score (relative increase M1 -> M2)",
+    "none": "forgetting score (increase M1 -> M2)",
+    "relative+static": "filter score: mean rank of relative forgetting and low NLL under M1",
+}
 
 
 def _filter_text(summary: Mapping[str, Any]) -> str:
