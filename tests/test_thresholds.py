@@ -92,3 +92,21 @@ def test_removing_more_than_half_is_flagged():
     choice = choose_threshold(scores, ThresholdConfig("auto"))
     assert "more than half" in threshold_warning(choice)
     assert threshold_warning(choose_threshold(bimodal(), ThresholdConfig("auto"))) is None
+
+
+def test_auto_with_count_scores_counts_on_them_and_removes_the_highest_ranked():
+    """Rank scores have no scale: how many comes from the scaled scores, which from the ranks."""
+    scaled = bimodal()  # 200 of 600 in the forgotten mode
+    ranks = np.random.default_rng(5).permutation(600) / 600.0  # an unrelated ranking
+    choice = choose_threshold(ranks, ThresholdConfig("auto"), count_scores=scaled)
+    counted = choose_threshold(scaled, ThresholdConfig("auto"))
+    assert choice.n_removed == counted.n_removed and 190 <= choice.n_removed <= 210
+    assert (ranks > choice.phi).sum() == choice.n_removed
+    assert choice.details["count"]["n_removed"] == counted.n_removed
+
+
+def test_auto_with_count_scores_removes_nothing_when_nothing_stands_out():
+    unimodal = np.random.default_rng(1).normal(0, 1, 500)
+    ranks = np.random.default_rng(6).permutation(500) / 500.0
+    choice = choose_threshold(ranks, ThresholdConfig("auto"), count_scores=unimodal)
+    assert choice.n_removed == 0 and "one group" in choice.reason

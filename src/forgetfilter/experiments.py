@@ -719,12 +719,14 @@ def dynamics_rows(
 
 
 # ---------------------------------------------------------------- ablate
-def quality_at(noisy: Sequence[Example], score: np.ndarray, threshold_cfg) -> dict:
+def quality_at(
+    noisy: Sequence[Example], score: np.ndarray, threshold_cfg, count_scores=None
+) -> dict:
     """Filter quality when removing score > phi chosen by `threshold_cfg` (labels for evaluation only)."""
     from .metrics import filter_quality
     from .thresholds import choose_threshold
 
-    choice = choose_threshold(score, threshold_cfg)
+    choice = choose_threshold(score, threshold_cfg, count_scores)
     unsafe = [ex.label == "unsafe" for ex in noisy]
     q = filter_quality([bool(s > choice.phi) for s in score], unsafe, score.tolist())
     return q | {"phi": _r(choice.phi), "threshold_method": choice.method}
@@ -764,7 +766,7 @@ class Ablate:
 
     def steps_sweep(self, run_dir: Path, data: Path) -> list[dict]:
         """Quality of the filter had safety finetuning stopped at each checkpoint (threshold as in the run)."""
-        from .signals import forgetting
+        from .pipeline import filter_scores
 
         noisy = load_examples(data / "noisy.jsonl")
         rows = {r["id"]: r for r in io.read_jsonl(run_dir / "scores.jsonl")}
@@ -774,9 +776,9 @@ class Ablate:
         for f in sorted((run_dir / "curve").glob("step-*.jsonl")):
             by_id = _scores_by_id(f)
             after = np.asarray([by_id[ex.id] for ex in noisy])
-            score = forgetting(b, after, self.cfg.signal, self.cfg.normalise, m0)
+            score, scaled = filter_scores(b, after, self.cfg, m0)
             tc = dataclasses.replace(self.cfg.threshold, seed=self.cfg.seed)
-            out.append({"step": int(f.stem.split("-")[1])} | quality_at(noisy, score, tc))
+            out.append({"step": int(f.stem.split("-")[1])} | quality_at(noisy, score, tc, scaled))
         return out
 
     def phi_sweep(self, ratio: float = 0.5, n: int = 19) -> list[dict]:

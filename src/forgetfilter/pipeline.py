@@ -47,6 +47,7 @@ from .thresholds import METHODS, ThresholdChoice, ThresholdConfig, choose_thresh
 from .training import TrainConfig
 
 SCORE_SHARD = 256
+RANK_NORMALISATIONS = ("relative+static", "relative+learning")
 STAGES = ("inputs", "scores_m0", "m1", "scores_before", "m2", "scores_after", "filter", "final")
 
 
@@ -447,13 +448,23 @@ def filter_stage(
         return ThresholdChoice(**{k: saved["threshold"][k] for k in _CHOICE_FIELDS}), set(
             saved["removed_ids"]
         )
-    score = forgetting(before, after, cfg.signal, cfg.normalise, reference)
+    score, scaled = filter_scores(before, after, cfg, reference)
     curve = curve_auc(run_dir / "curve", noisy, before, cfg, reference)
-    choice = choose_threshold(score, dataclasses.replace(cfg.threshold, seed=cfg.seed))
+    choice = choose_threshold(score, dataclasses.replace(cfg.threshold, seed=cfg.seed), scaled)
     removed = {ex.id for ex, s in zip(noisy, score, strict=True) if s > choice.phi}
     write_filter_outputs(run_dir, noisy, (before, after, reference), score, curve, choice, removed)
     io.write_json(path, {"threshold": choice.to_dict(), "removed_ids": sorted(removed)})
     return choice, removed
+
+
+def filter_scores(
+    before: np.ndarray, after: np.ndarray, cfg: RunConfig, reference: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The filter score, and for rank-based scores the relative forgetting `auto` counts on."""
+    score = forgetting(before, after, cfg.signal, cfg.normalise, reference)
+    if cfg.normalise not in RANK_NORMALISATIONS:
+        return score, None
+    return score, forgetting(before, after, cfg.signal, "relative")
 
 
 _CHOICE_FIELDS = ("phi", "method", "reason", "n_removed", "n_total", "details")

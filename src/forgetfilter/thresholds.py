@@ -52,8 +52,15 @@ class ThresholdChoice:
         return asdict(self) | {"degenerate": self.degenerate}
 
 
-def choose_threshold(scores: np.ndarray, cfg: ThresholdConfig) -> ThresholdChoice:
-    """Pick phi from the forgetting scores according to `cfg`."""
+def choose_threshold(
+    scores: np.ndarray, cfg: ThresholdConfig, count_scores: np.ndarray | None = None
+) -> ThresholdChoice:
+    """Pick phi from the filter scores according to `cfg`.
+
+    `count_scores` (optional, same examples) serves `auto` when `scores` are ranks without a scale
+    (a mean rank spreads the same way whether or not anything was forgotten): how many examples to
+    remove is chosen from `count_scores` (`_auto`), and which ones by `scores` (the highest).
+    """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.size == 0:
         return ThresholdChoice(float("inf"), cfg.method, "no scores", 0, 0, {})
@@ -63,6 +70,8 @@ def choose_threshold(scores: np.ndarray, cfg: ThresholdConfig) -> ThresholdChoic
         return _finish(scores, float(cfg.threshold), "threshold", "given by --threshold", {})
     if cfg.method == "fraction":
         return _by_fraction(scores, cfg.fraction)
+    if cfg.method == "auto" and count_scores is not None:
+        return _auto_count(scores, np.asarray(count_scores, dtype=np.float64), cfg.seed)
     if cfg.method == "auto":
         return _auto(scores, cfg.seed)
     raise ValueError(f"unknown threshold method {cfg.method!r}; choose from {METHODS}")
@@ -81,11 +90,32 @@ def _by_fraction(scores: np.ndarray, fraction: float | None) -> ThresholdChoice:
     k = int(round(fraction * scores.size))
     if k == 0:
         return _finish(scores, float(scores.max()), "fraction", "fraction 0: remove nothing", {})
+    reason = f"remove the {fraction:.1%} of examples with the strongest forgetting ({k} of {scores.size})"
+    return _finish(
+        scores, _phi_for_top(scores, k), "fraction", reason, {"fraction": fraction, "k": k}
+    )
+
+
+def _phi_for_top(scores: np.ndarray, k: int) -> float:
+    """phi halfway between the k-th highest score and the next (ties may remove fewer than k)."""
     ordered = np.sort(scores)[::-1]
     lowest_kept = ordered[k] if k < scores.size else ordered[-1] - 1.0
-    phi = float((ordered[k - 1] + lowest_kept) / 2)
-    reason = f"remove the {fraction:.1%} of examples with the strongest forgetting ({k} of {scores.size})"
-    return _finish(scores, phi, "fraction", reason, {"fraction": fraction, "k": k})
+    return float((ordered[k - 1] + lowest_kept) / 2)
+
+
+def _auto_count(scores: np.ndarray, count_scores: np.ndarray, seed: int) -> ThresholdChoice:
+    """`_auto` on `count_scores` decides how many to remove; the highest `scores` are removed."""
+    counted = _auto(count_scores, seed)
+    k = counted.n_removed
+    details = {"count": counted.to_dict()}
+    if k == 0:
+        return _finish(scores, float(scores.max()), "auto", counted.reason, details)
+    phi = _phi_for_top(scores, k)
+    reason = (
+        f"on relative forgetting (the part of the score with a scale): {counted.reason}; the {k} "
+        f"examples with the highest filter score are removed: phi = {phi:.4g}"
+    )
+    return _finish(scores, phi, "auto", reason, details)
 
 
 MIN_SEPARATION = 1.0  # mean gap / pooled sd for a component below the median one to count as apart
