@@ -111,9 +111,10 @@ def _auto_count(scores: np.ndarray, count_scores: np.ndarray, seed: int) -> Thre
     if k == 0:
         return _finish(scores, float(scores.max()), "auto", counted.reason, details)
     phi = _phi_for_top(scores, k)
+    counted_reason = counted.reason.replace("phi =", "cut at")
     reason = (
-        f"on relative forgetting (the part of the score with a scale): {counted.reason}; the {k} "
-        f"examples with the highest filter score are removed: phi = {phi:.4g}"
+        f"how many, on relative forgetting (the part of the score with a scale): {counted_reason}; "
+        f"so the {k} examples with the highest filter score are removed: phi = {phi:.4g}"
     )
     return _finish(scores, phi, "auto", reason, details)
 
