@@ -20,3 +20,15 @@ def test_demo_runs_end_to_end_and_resumes(micro_model_dir, tmp_path, capsys):
     assert result["filter"]["counts"]["input"] == 40
     again = run_demo(tmp_path / "demo", cfg)
     assert again["results"]["bias"]["table"] == out["results"]["bias"]["table"]
+
+
+def test_demo_outputs_made_with_other_settings_are_redone(micro_model_dir, tmp_path, capsys):
+    cfg = DemoConfig(risk="bias", n=40, n_safe=16, n_eval=8, model="tiny:micro", epochs=1)
+    run_demo(tmp_path / "demo", cfg)
+    (tmp_path / "demo" / "bias" / "stale-marker").write_text("x")
+    changed = DemoConfig(risk="bias", n=40, n_safe=16, n_eval=8, model="tiny:micro", epochs=2)
+    capsys.readouterr()
+    out = run_demo(tmp_path / "demo", changed)
+    assert "made with other settings: starting it again" in capsys.readouterr().out
+    assert not (tmp_path / "demo" / "bias" / "stale-marker").exists()
+    assert out["results"]["bias"]["config"]["epochs"] == 2

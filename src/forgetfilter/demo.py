@@ -73,12 +73,18 @@ def _ensure_model(model: str) -> str:
 
 
 def demo_one(out: Path, cfg: DemoConfig, model: str) -> dict:
-    """One risk: mixture, ForgetFilter, baselines, evaluation; cached in `out/results.json`."""
+    """One risk: mixture, ForgetFilter, baselines, evaluation; cached in `out/results.json`.
+
+    The cache (and an interrupted run) is reused only when it was made with the same demo and
+    ForgetFilter settings (`demo_fingerprint.json`); otherwise that risk starts again.
+    """
+    rc = demo_run_config(cfg, model)
+    _discard_if_changed(out, {"demo": dataclasses.asdict(cfg), "run": rc.fingerprint()})
     done = out / "results.json"
     if done.exists():
         return io.read_json(done)
     data = build_data(out / "data", cfg)
-    run = run_filter(out, data, cfg, model)
+    run = run_filter(out, data, rc)
     models = {
         "no safety measure": run.m1,
         "sequential safety finetuning": sequential(out, data, cfg, run),
@@ -123,17 +129,37 @@ class _FilterRun:
     run_dir: Path
 
 
-def run_filter(out: Path, data: Path, cfg: DemoConfig, model: str) -> _FilterRun:
+def demo_run_config(cfg: DemoConfig, model: str):
+    """ForgetFilter's settings in the demo: the defaults (signal, score, automatic threshold)."""
+    from .pipeline import default_run_config
+
+    rc = default_run_config(
+        cfg.model, epochs=cfg.epochs, safety_steps=cfg.safety_steps, seed=cfg.seed
+    )
+    return dataclasses.replace(rc, model=model)
+
+
+def _discard_if_changed(out: Path, fingerprint: dict) -> None:
+    """Remove a risk's outputs made with other settings (or by a version without a fingerprint)."""
+    import shutil
+
+    path = out / "demo_fingerprint.json"
+    stale = path.exists() and io.read_json(path) != fingerprint
+    unknown = not path.exists() and out.exists() and any(out.iterdir())
+    if stale or unknown:
+        print(f"[demo] {out} was made with other settings: starting it again")
+        shutil.rmtree(out)
+    if not path.exists():
+        io.write_json(path, fingerprint)
+
+
+def run_filter(out: Path, data: Path, rc) -> _FilterRun:
     """ForgetFilter with the default signal and automatic threshold."""
-    from .pipeline import default_run_config, run_forgetfilter
+    from .pipeline import run_forgetfilter
 
     print(
         "[demo] ForgetFilter: noisy finetune -> score -> safety finetune -> score -> filter -> final finetune"
     )
-    rc = default_run_config(
-        cfg.model, epochs=cfg.epochs, safety_steps=cfg.safety_steps, seed=cfg.seed
-    )
-    rc = dataclasses.replace(rc, model=model)
     res = run_forgetfilter(data / "noisy.jsonl", data / "safe.jsonl", out / "run", rc)
     return _FilterRun(
         res.summary,
