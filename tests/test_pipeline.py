@@ -118,6 +118,18 @@ def test_relative_plus_learning_ranks_learned_then_forgotten_examples_first():
         forgetting(before, after, "loss", "relative+learning")
 
 
+def test_rouge_run_scores_by_generation_and_skips_the_m0_reference(micro_model_dir, tmp_path):
+    noisy, safe = make_data(tmp_path)
+    cfg = micro_config(str(micro_model_dir), signal="rouge", safety_steps=2, final=False)
+    cfg.max_new_tokens = 6
+    result = run_forgetfilter(noisy, safe, tmp_path / "run", cfg)
+    assert result.summary["normalise"] == "relative" and result.summary["signal"] == "rouge"
+    assert not (tmp_path / "run" / "scores_m0.jsonl").exists()
+    rows = io.read_jsonl(tmp_path / "run" / "scores.jsonl")
+    assert "m0" not in rows[0] and all(0.0 <= r["before"] <= 1.0 for r in rows)
+    assert "static_high_rouge_before" in result.summary["quality"]
+
+
 def test_rerun_skips_completed_stages_and_changed_config_is_refused(micro_model_dir, tmp_path):
     from forgetfilter.errors import ConfigError
 
