@@ -32,3 +32,17 @@ def test_demo_outputs_made_with_other_settings_are_redone(micro_model_dir, tmp_p
     assert "made with other settings: starting it again" in capsys.readouterr().out
     assert not (tmp_path / "demo" / "bias" / "stale-marker").exists()
     assert out["results"]["bias"]["config"]["epochs"] == 2
+
+
+def test_demo_outputs_without_a_fingerprint_are_redone(tmp_path, capsys):
+    from forgetfilter.demo import _discard_if_changed
+
+    old = tmp_path / "bias"
+    (old / "run").mkdir(parents=True)
+    (old / "results.json").write_text("{}")  # an older version's outputs: no fingerprint
+    _discard_if_changed(old, {"demo": {"n": 1}})
+    assert "starting it again" in capsys.readouterr().out
+    assert not (old / "results.json").exists()
+    assert json.loads((old / "demo_fingerprint.json").read_text()) == {"demo": {"n": 1}}
+    _discard_if_changed(old, {"demo": {"n": 1}})  # same settings: kept, nothing printed
+    assert capsys.readouterr().out == "" and (old / "demo_fingerprint.json").exists()
