@@ -26,13 +26,9 @@ def variants(before: np.ndarray, after: np.ndarray, m0: np.ndarray) -> dict[str,
     """Forgetting definitions compared by the sweep (larger = more forgotten)."""
     from forgetfilter.signals import forgetting, learning
 
-    return {
-        "diff": after - before,
-        "relative": after / np.maximum(before, 1e-6) - 1,
-        "relative+learning": forgetting(before, after, "loss", "relative+learning", m0),
-        "learning": learning(m0, before),
-        "static_low_nll": -before,
-    }
+    names = {"diff": "none", "relative": "relative", "relative+learning": "relative+learning"}
+    out = {k: forgetting(before, after, "loss", norm, m0) for k, norm in names.items()}
+    return out | {"learning": learning(m0, before), "static_low_nll": -before}
 
 
 def aurocs(run_dir: Path, noisy: Path) -> dict:
