@@ -137,3 +137,21 @@ def test_trainable_adapter_reload(micro_model_dir, tmp_path):
     assert names and all("lora_" in n for n in names)
     export_merged(tmp_path / "a", tmp_path / "m")
     assert Path(tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_attention_backends_leave_out_cudnn_on_cuda_only(monkeypatch):
+    """cuDNN attention is switched off inside the context on CUDA and restored after; CPU untouched."""
+    from forgetfilter.models import CUDNN_SDPA_ENV, attention_backends
+
+    monkeypatch.delenv(CUDNN_SDPA_ENV, raising=False)
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    with attention_backends("cuda"):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled()
+        assert torch.backends.cuda.mem_efficient_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled() == before
+    with attention_backends("cpu"):
+        assert torch.backends.cuda.cudnn_sdp_enabled() == before
+    monkeypatch.setenv(CUDNN_SDPA_ENV, "1")
+    with attention_backends("cuda"):
+        assert torch.backends.cuda.cudnn_sdp_enabled() == before

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ _PREFERRED_TARGETS = (
     ("qkv_proj",),  # Phi-3
 )
 _OUTPUT_LAYERS = ("lm_head", "embed_out", "output")
+# Set to 1 to let PyTorch use cuDNN attention in our forward passes (see `attention_backends`).
+CUDNN_SDPA_ENV = "FORGETFILTER_CUDNN_SDPA"
 
 
 # ---------------------------------------------------------------- names and devices
@@ -107,6 +111,26 @@ def pick_device() -> str:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+@contextlib.contextmanager
+def attention_backends(device: str | torch.device) -> Iterator[None]:
+    """Scaled-dot-product attention backends for our variable-length batches.
+
+    On CUDA, cuDNN attention is left out (flash, memory-efficient and math remain): PyTorch 2.11
+    tries it first on recent GPUs for padded batches, and it builds an execution plan for every new
+    (batch, length) shape, several hundred ms each (measured on an H200: README, Performance), while
+    length-sorted batches have a new shape nearly every time. Elsewhere, or with
+    `FORGETFILTER_CUDNN_SDPA=1`, PyTorch's own choice stands.
+    """
+    if torch.device(device).type != "cuda" or os.environ.get(CUDNN_SDPA_ENV) == "1":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    allowed = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    with sdpa_kernel(allowed):
+        yield
 
 
 def resolve_dtype(

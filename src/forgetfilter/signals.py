@@ -30,14 +30,17 @@ from .batching import (
     response_ids,
     token_budget_batches,
 )
+from .models import attention_backends
 from .records import Example
 
 SIGNALS = ("loss", "rouge")
 MAX_NEW_TOKENS_CAP = 500
-# Extra `model.generate` options used on CUDA unless the caller passes its own (benchmarks/gpu.py
-# measures dynamic cache vs `{"cache_implementation": "static", "disable_compile": True}` vs a static
-# cache with torch.compile of decoding). Measured on an H200 (README, Performance): the static cache
-# ran 4.6x (GPT-2 small) and 2.7x (1B Llama shape) faster than the dynamic cache at batch 64.
+# Extra `model.generate` options used on CUDA unless the caller passes its own. Measured on an H200
+# (README, Performance; benchmarks/gpu.py): with `models.attention_backends` the dynamic and the
+# static cache decode at the same speed (the dynamic cache's earlier 2.6-5x slowdown was cuDNN
+# attention planning every new cache length); the static cache is kept because it also holds with
+# cuDNN attention allowed. Compiled decoding (`disable_compile=False`) ran 3.7x faster once warm
+# but its first call took 15 s, and rouge batches change shape, so it is not the default.
 CUDA_GENERATION_DEFAULTS: dict = {"cache_implementation": "static", "disable_compile": True}
 
 
@@ -102,6 +105,10 @@ def response_nll(
     sliced = _accepts_logits_to_keep(model)
 
     def score(batch: list[int]) -> list[float]:
+        with attention_backends(device):
+            return _score(batch)
+
+    def _score(batch: list[int]) -> list[float]:
         rows = [enc[i] for i in batch]
         if not sliced:
             b = {k: v.to(device) for k, v in collate(rows, pad_id).items()}
@@ -215,13 +222,14 @@ def generate(
             extra["stopping_criteria"] = StoppingCriteriaList(
                 [stop, *extra.get("stopping_criteria", [])]
             )
-        out = model.generate(
-            **b,
-            max_new_tokens=max(limits[i] for i in batch),
-            pad_token_id=pad_id,
-            eos_token_id=tokenizer.eos_token_id,
-            **extra,
-        )
+        with attention_backends(device):
+            out = model.generate(
+                **b,
+                max_new_tokens=max(limits[i] for i in batch),
+                pad_token_id=pad_id,
+                eos_token_id=tokenizer.eos_token_id,
+                **extra,
+            )
         new = out[:, width:].tolist()
         return tokenizer.batch_decode(
             [row[: limits[i]] for row, i in zip(new, batch, strict=True)], skip_special_tokens=True

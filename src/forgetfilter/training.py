@@ -66,6 +66,7 @@ from .errors import ConfigError, NumericalError
 from .models import (
     LoraSettings,
     apply_lora,
+    attention_backends,
     is_peft_model,
     load_model,
     max_positions,
@@ -475,7 +476,7 @@ class _Run:
         batch = batching.collate(mb, self.tokenizer.pad_token_id)
         batch = {k: v.to(self.acc.device) for k, v in batch.items()}
         sync = self.acc.no_sync(self.model) if not last else contextlib.nullcontext()
-        with sync, self.acc.autocast():
+        with sync, self.acc.autocast(), attention_backends(self.acc.device):
             logits = self.model(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
             ).logits
