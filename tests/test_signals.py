@@ -241,3 +241,17 @@ def test_generation_near_the_position_limit_does_not_fail(model_and_tokenizer):
         progress=False,
     )
     assert len(out) == 4
+
+
+@pytest.mark.parametrize("loss_on", ["response", "full"])
+@pytest.mark.parametrize("max_length", [16, 512])
+def test_encode_all_equals_encode_example_one_by_one(model_and_tokenizer, loss_on, max_length):
+    """Batched tokenisation gives the same ids, labels and truncation flags as one at a time."""
+    from forgetfilter.batching import encode_all
+
+    _, tokenizer = model_and_tokenizer
+    examples = _examples(23)
+    batched = encode_all(tokenizer, examples, max_length, loss_on)
+    single = [encode_example(tokenizer, ex, max_length, loss_on) for ex in examples]
+    assert batched == single
+    assert any(e.truncated for e in single) == (max_length == 16)

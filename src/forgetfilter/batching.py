@@ -57,9 +57,16 @@ def encode_example(
     """Encode prompt + response under the truncation policy; labels follow `loss_on`."""
     p_ids = prompt_ids(tokenizer, example.prompt)
     r_ids = response_ids(tokenizer, example.response)
+    return _assemble(p_ids, r_ids, max_length, loss_on, tokenizer.bos_token_id)
+
+
+def _assemble(
+    p_ids: list[int], r_ids: list[int], max_length: int, loss_on: str, bos_id: int | None
+) -> Encoded:
+    """Prompt and response ids (with EOS) cut to `max_length`, with labels per `loss_on`."""
     truncated = len(p_ids) + len(r_ids) > max_length
     r_ids = r_ids[: max(max_length - MIN_PROMPT_TOKENS, 1)]
-    p_ids = truncate_prompt(p_ids, max_length - len(r_ids), tokenizer.bos_token_id)
+    p_ids = truncate_prompt(p_ids, max_length - len(r_ids), bos_id)
     labels = list(r_ids) if loss_on == "response" else p_ids + r_ids
     if loss_on == "response":
         labels = [IGNORE_INDEX] * len(p_ids) + labels
@@ -74,8 +81,25 @@ def encode_prompt(tokenizer, prompt: str, max_length: int) -> list[int]:
 def encode_all(
     tokenizer, examples: Sequence[Example], max_length: int, loss_on: str = "response"
 ) -> list[Encoded]:
-    """Encode many records (see `encode_example`)."""
-    return [encode_example(tokenizer, ex, max_length, loss_on) for ex in examples]
+    """Encode many records, the same as `encode_example` on each, tokenising in batches."""
+    prompts = _batch_ids(tokenizer, [render_prompt(ex.prompt) for ex in examples], True)
+    responses = _batch_ids(tokenizer, [ex.response for ex in examples], False)
+    eos, bos = tokenizer.eos_token_id, tokenizer.bos_token_id
+    return [
+        _assemble(p, r + [eos], max_length, loss_on, bos)
+        for p, r in zip(prompts, responses, strict=True)
+    ]
+
+
+def _batch_ids(tokenizer, texts: list[str], special: bool, chunk: int = 1024) -> list[list[int]]:
+    """Token ids of each text, tokenised `chunk` texts per call (fast tokenizers run them in parallel)."""
+    out: list[list[int]] = []
+    for i in range(0, len(texts), chunk):
+        out += [
+            list(x)
+            for x in tokenizer(texts[i : i + chunk], add_special_tokens=special)["input_ids"]
+        ]
+    return out
 
 
 def length_grouped_batches(

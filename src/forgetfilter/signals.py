@@ -24,7 +24,7 @@ from .batching import (
     IGNORE_INDEX,
     collate,
     collate_prompts,
-    encode_example,
+    encode_all,
     encode_prompt,
     length_grouped_batches,
     response_ids,
@@ -94,7 +94,7 @@ def response_nll(
     """
     model.eval()
     max_length = _cap_length(model, max_length)
-    enc = [encode_example(tokenizer, ex, max_length) for ex in examples]
+    enc = encode_all(tokenizer, examples, max_length)
     lengths = [len(e.input_ids) for e in enc]
     if max_batch_tokens:
         batches = token_budget_batches(lengths, max_batch_tokens, batch_size)
