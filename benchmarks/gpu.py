@@ -71,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--score-tokens", type=int, default=32768, help="token budget of the token-budget variant"
     )
     p.add_argument("--big-score-batch", type=int, default=128, help="second loss-signal batch")
+    p.add_argument(
+        "--authors-records", type=int, default=128, help="records of the 500-token rouge section"
+    )
     p.add_argument("--gen-prompts", type=int, default=128)
     p.add_argument("--gen-batch", type=int, default=64)
     p.add_argument("--gen-new-tokens", type=int, default=128)
@@ -93,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.shapes = args.shapes or "toy,toy-llama"
         args.records, args.train_steps, args.warmup_steps = 96, 5, 1
         args.micro_batch, args.grad_accum, args.score_batch, args.score_tokens = 4, 2, 8, 2048
-        args.big_score_batch = 16
+        args.big_score_batch, args.authors_records = 16, 16
         args.gen_prompts, args.gen_batch, args.gen_new_tokens, args.max_length = 16, 8, 12, 256
     args.shapes = (args.shapes or "gpt2-small,llama-1b").split(",")
     return args
@@ -374,6 +377,65 @@ def signal_cost_rows(b: Bench, model, tok, records, n: int) -> list[dict]:
     ]
 
 
+def authors_budget_rows(b: Bench, model, tok, records) -> list[dict]:
+    """Loss signal vs rouge at our budgets (target+8) and at the authors' cap (500 new tokens).
+
+    Same `--authors-records` records for all three rows. Random weights decode the whole budget, so
+    the 500-token row is the upper bound of the authors' setting, as the target+8 row is of ours.
+    """
+    a, dev = b.args, b.args.device
+    recs = records[: a.authors_records]
+    kw = {"batch_size": a.score_batch, "max_length": a.max_length, "progress": False}
+    gkw = {**kw, "batch_size": a.gen_batch}
+    runs = {
+        "loss": lambda: signals.response_nll(model, tok, recs, **kw),
+        "rouge, target+8": lambda: signals.greedy_rouge1(model, tok, recs, **gkw),
+        f"rouge, {signals.MAX_NEW_TOKENS_CAP} new tokens": lambda: signals.greedy_rouge1(
+            model, tok, recs, max_new_tokens=signals.MAX_NEW_TOKENS_CAP, **gkw
+        ),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for name in [*runs, "loss"]:  # loss, the two rouge rows, loss again
+        times[name].append(C.timed(runs[name], dev)[0])
+    loss_s = min(times["loss"])
+    return [
+        {"signal": k, "records": len(recs), "seconds": min(v), "ratio_vs_loss": min(v) / loss_s}
+        for k, v in times.items()
+    ]
+
+
+def profile_loss_rows(b: Bench, model, tok, records, shape: str) -> list[dict]:
+    """torch.profiler tables of one loss-signal pass, written beside --out; the top ops as rows."""
+    from torch.profiler import ProfilerActivity, profile
+
+    a, dev = b.args, b.args.device
+    kw = {"batch_size": a.score_batch, "max_length": a.max_length, "progress": False}
+    recs = records[:512]
+    signals.response_nll(model, tok, recs[:64], **kw)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.startswith("cuda") else [])
+    with profile(activities=acts) as prof:
+        signals.response_nll(model, tok, recs, **kw)
+        C.sync(dev)
+    key = "self_cuda_time_total" if dev.startswith("cuda") else "self_cpu_time_total"
+    events = prof.key_averages()
+    path = Path(a.out).with_name(f"profile_loss_{shape}.txt")
+    path.write_text(
+        events.table(sort_by=key, row_limit=30)
+        + "\n\n"
+        + events.table(sort_by="self_cpu_time_total", row_limit=30)
+    )
+    top = sorted(events, key=lambda e: getattr(e, key), reverse=True)
+    return [
+        {
+            "op": e.key[:60],
+            "self_ms": getattr(e, key) / 1000,
+            "self_cpu_ms": e.self_cpu_time_total / 1000,
+            "calls": e.count,
+        }
+        for e in top[:8]
+    ] + [{"op": f"(tables in {path.name})"}]
+
+
 def training_rows(
     b: Bench, model_dir: Path, tok, records, finetune: str, n_params: int, work: Path
 ) -> list[dict]:
@@ -502,6 +564,16 @@ def main(argv: list[str] | None = None) -> dict:
             f"{shape}: signal cost (loss vs rouge)",
             40 if big else 1,
             lambda model=model, n=n: signal_cost_rows(b, model, tok, records, n),
+        )
+        b.section(
+            f"{shape}: loss vs rouge at the authors' 500-token cap",
+            40 if big else 1,
+            lambda model=model: authors_budget_rows(b, model, tok, records),
+        )
+        b.section(
+            f"{shape}: profile of one loss-signal pass",
+            20 if big else 1,
+            lambda model=model, shape=shape: profile_loss_rows(b, model, tok, records, shape),
         )
         prompts = [ex.prompt for ex in records[: args.gen_prompts]]
         b.section(
