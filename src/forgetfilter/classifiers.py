@@ -218,11 +218,13 @@ class GuardScorer:
         """P(unsafe) per response (with its request when `prompts` is given)."""
         import torch
 
+        from .models import attention_backends
+
         prompts = prompts if prompts is not None else [""] * len(texts)
         out = []
         for prompt, text in zip(prompts, texts, strict=True):
             ids = self.tokenizer(self._render(prompt, text), return_tensors="pt").to(self.device)
-            with torch.no_grad():
+            with torch.no_grad(), attention_backends(self.device):
                 logits = self.model(**ids).logits[0, -1]
             pair = torch.stack([logits[self._safe_id], logits[self._unsafe_id]]).float()
             out.append(float(torch.softmax(pair, dim=0)[1]))

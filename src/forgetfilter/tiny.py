@@ -29,7 +29,7 @@ import torch
 
 from . import batching, io
 from .errors import ConfigError
-from .models import pick_device
+from .models import attention_backends, pick_device
 from .paths import data_dir as default_data_dir
 from .records import Example, render_prompt
 
@@ -334,7 +334,10 @@ def fit(
         for group in opt.param_groups:
             group["lr"] = lr * _schedule(step, steps, warmup)
         inputs = {k: v.to(device) for k, v in batch(step).items()}
-        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
+        autocast = torch.autocast(
+            device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"
+        )
+        with autocast, attention_backends(device):
             loss = model(**inputs).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
