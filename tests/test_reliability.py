@@ -950,3 +950,20 @@ def test_scoring_out_of_memory_halves_the_batch(micro_model_dir: Path) -> None:
         ForgetFilterError, match="out of GPU memory scoring even one example at a time"
     ):
         score_values(model, tok, examples[:3], cfg)
+
+
+def test_outputs_get_the_permissions_of_a_plain_write(tmp_path: Path) -> None:
+    """Atomic writes and temp dirs honour the umask instead of tempfile's private 0600/0700."""
+    import os
+    import stat
+
+    from forgetfilter import io
+
+    mask = io._umask()
+    io.write_json(tmp_path / "a.json", {"x": 1})
+    with open(tmp_path / "plain.txt", "w") as fh:
+        fh.write("x")
+    mode = stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode) == 0o666 & ~mask
+    d = io.temp_dir_for(tmp_path / "out")
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o777 & ~mask

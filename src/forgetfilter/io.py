@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -39,6 +40,34 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+@functools.cache
+def _umask() -> int:
+    """The process umask, read once (from /proc on Linux, else by setting and restoring it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _default_mode(fd_or_path: int | str, base: int) -> None:
+    """Give a temp file (0o666) or dir (0o777) the permissions a plain open/mkdir would have.
+
+    `tempfile` creates them private (0o600 / 0o700), which would make every output unreadable to
+    the user's group and to tools run as another user.
+    """
+    mode = base & ~_umask()
+    if isinstance(fd_or_path, int):
+        os.fchmod(fd_or_path, mode)
+    else:
+        os.chmod(fd_or_path, mode)
+
+
 def _disk_error(path: Path, exc: OSError) -> ForgetFilterError:
     return ForgetFilterError(
         f"cannot write {path}: {exc.strerror or exc} (earlier outputs are left intact)"
@@ -52,6 +81,7 @@ def atomic_open(path: str | Path, mode: str = "w"):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _default_mode(fd, 0o666)
     except OSError as exc:
         raise _disk_error(path, exc) from None
     try:
@@ -131,9 +161,9 @@ def temp_dir_for(final_dir: str | Path) -> Path:
     final_dir = Path(final_dir)
     try:
         final_dir.parent.mkdir(parents=True, exist_ok=True)
-        return Path(
-            tempfile.mkdtemp(prefix=f".{final_dir.name}.", suffix=".tmp", dir=final_dir.parent)
-        )
+        tmp = tempfile.mkdtemp(prefix=f".{final_dir.name}.", suffix=".tmp", dir=final_dir.parent)
+        _default_mode(tmp, 0o777)
+        return Path(tmp)
     except OSError as exc:
         raise _disk_error(final_dir, exc) from None
 
