@@ -404,6 +404,34 @@ def authors_budget_rows(b: Bench, model, tok, records) -> list[dict]:
     ]
 
 
+def compiled_rouge_rows(b: Bench, model, tok, records) -> list[dict]:
+    """The rouge signal (target+8 budgets) with and without compiled decoding, on 512 records.
+
+    Its batches change shape (prompt width, budget, last batch size), so this counts the graphs
+    torch.compile made and times a first and a second compiled pass against the default.
+    """
+    from torch._dynamo.utils import counters
+
+    a, dev = b.args, b.args.device
+    recs = records[:512]
+    kw = {"batch_size": a.gen_batch, "max_length": a.max_length, "progress": False}
+    default = lambda: signals.greedy_rouge1(model, tok, recs, **kw)  # noqa: E731
+    compiled = lambda: signals.greedy_rouge1(  # noqa: E731
+        model, tok, recs, cache_implementation="static", **kw
+    )
+    rows = []
+    for name, fn in (("default (static cache, eager)", default), ("compiled, first", compiled),
+                     ("compiled, second", compiled), ("default again", default)):  # fmt: skip
+        graphs = counters["stats"]["unique_graphs"]
+        s, _ = C.timed(fn, dev)
+        rows.append({"variant": name, "seconds": s,
+                     "new_graphs": counters["stats"]["unique_graphs"] - graphs})  # fmt: skip
+    base = min(rows[0]["seconds"], rows[3]["seconds"])
+    for r in rows:
+        r["speedup"] = base / r["seconds"]
+    return rows
+
+
 def profile_loss_rows(b: Bench, model, tok, records, shape: str) -> list[dict]:
     """torch.profiler tables of one loss-signal pass, written beside --out; the top ops as rows."""
     from torch.profiler import ProfilerActivity, profile
@@ -614,6 +642,22 @@ def main(argv: list[str] | None = None) -> dict:
             f"{args.shapes[0]}: generation with static cache + torch.compile",
             90 if big else 1,
             compiled,
+        )
+
+        def compiled_rouge() -> list[dict]:
+            from forgetfilter.models import load_model
+
+            model, _ = load_model(str(model_dir), dtype=args.dtype, device=args.device)
+            try:
+                return compiled_rouge_rows(b, model, tok, records)
+            finally:
+                del model
+                _free()
+
+        b.section(
+            f"{args.shapes[0]}: rouge signal with compiled decoding (512 records)",
+            60 if big else 1,
+            compiled_rouge,
         )
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
