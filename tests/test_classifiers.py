@@ -100,3 +100,34 @@ def test_detoxify_falls_back_when_unavailable() -> None:
         assert classifiers._try_detoxify() is None
     else:  # pragma: no cover - depends on the environment
         pytest.skip("detoxify is installed")
+
+
+def test_drop_overlap_removes_rows_containing_a_text() -> None:
+    rows = [
+        classifiers.LabelledText(t, 1, "s", str(i))
+        for i, t in enumerate(
+            ["Prompt. Here is how to pick a lock: step one.", "yes", "Unrelated text entirely."]
+        )
+    ]
+    kept = classifiers.drop_overlap(rows, ["Here is how to pick a lock: step one.", "yes", "no"])
+    assert [r.text for r in kept] == ["Unrelated text entirely."]
+    assert classifiers.drop_overlap(rows, []) == rows
+
+
+@needs_data
+def test_classifier_filter_never_trains_on_the_texts_it_judges(tmp_path, monkeypatch) -> None:
+    """With `exclude`, no training text contains an excluded text, and the cache keeps them apart."""
+    monkeypatch.setenv("FORGETFILTER_CACHE", str(tmp_path))
+    cfg = classifiers.ClassifierConfig(max_train=1500, max_per_source=1000)
+    rows = classifiers.load_training_texts("harm", None, cfg)
+    judged = [r.text for r in rows if r.label == 1][:50]
+    plain = classifiers.cached_classifier("harm", cfg=cfg)
+    held_out = classifiers.cached_classifier("harm", cfg=cfg, exclude=judged)
+    assert "n_excluded_texts" not in plain.card
+    assert held_out.card["n_excluded_texts"] >= 50
+    assert len(list((tmp_path / "classifiers").glob("harm-*.json"))) == 2
+    left = classifiers.drop_overlap(rows, judged)
+    long = [j.strip() for j in judged if len(j.strip()) >= classifiers.MIN_OVERLAP_CHARS]
+    assert len(long) > 40 and not any(j in r.text for r in left for j in long)
+    assert not {r.text.strip() for r in left} & {j.strip() for j in judged}
+    assert len(left) == len(rows) - held_out.card["n_excluded_texts"]

@@ -435,14 +435,23 @@ def build_pipeline(cfg: ClassifierConfig) -> Any:
 
 
 def train_classifier(
-    kind: str, data_dir: str | Path | None = None, cfg: ClassifierConfig | None = None
+    kind: str,
+    data_dir: str | Path | None = None,
+    cfg: ClassifierConfig | None = None,
+    exclude: Sequence[str] = (),
 ) -> SklearnScorer:
-    """Train (no cache) and measure held-out AUROC overall and per source."""
+    """Train (no cache) and measure held-out AUROC overall and per source.
+
+    Training texts that contain any of `exclude` (see `drop_overlap`) are left out, e.g. the
+    responses a classifier filter is about to judge.
+    """
     from .metrics import auroc
 
     cfg = cfg or ClassifierConfig()
     start = time.perf_counter()
     rows = load_training_texts(kind, data_dir, cfg)
+    n_loaded = len(rows)
+    rows = drop_overlap(rows, exclude)
     train, test = split_indices(rows, cfg)
     pipe = build_pipeline(cfg)
     pipe.fit([rows[i].text for i in train], [rows[i].label for i in train])
@@ -469,7 +478,20 @@ def train_classifier(
         "train_seconds": round(time.perf_counter() - start, 2),
         "version": CLASSIFIER_VERSION,
     }
+    if exclude:
+        card["n_excluded_texts"] = n_loaded - len(rows)
     return SklearnScorer(card["name"], pipe, card)
+
+
+MIN_OVERLAP_CHARS = 20
+
+
+def drop_overlap(rows: list[LabelledText], texts: Sequence[str]) -> list[LabelledText]:
+    """`rows` without those whose text contains one of `texts` (stripped; texts shorter than
+    MIN_OVERLAP_CHARS must match a whole row exactly, so short answers do not knock out rows)."""
+    long = [t.strip() for t in texts if len(t.strip()) >= MIN_OVERLAP_CHARS]
+    short = {t.strip() for t in texts if 0 < len(t.strip()) < MIN_OVERLAP_CHARS}
+    return [r for r in rows if r.text.strip() not in short and not any(t in r.text for t in long)]
 
 
 # ---------------------------------------------------------------- cache and entry point
@@ -504,17 +526,25 @@ def _fingerprint(kind: str, root: Path, cfg: ClassifierConfig) -> str:
     return h.hexdigest()[:16]
 
 
+def _texts_hash(texts: Sequence[str]) -> str:
+    return hashlib.sha256(io.dumps(sorted(set(texts))).encode()).hexdigest()[:12]
+
+
 def cached_classifier(
-    kind: str, data_dir: str | Path | None = None, cfg: ClassifierConfig | None = None
+    kind: str,
+    data_dir: str | Path | None = None,
+    cfg: ClassifierConfig | None = None,
+    exclude: Sequence[str] = (),
 ) -> SklearnScorer:
-    """Load the cached classifier for (data, config) or train it and cache it atomically."""
+    """Load the cached classifier for (data, config, exclusions) or train and cache it atomically."""
     import joblib
 
     cfg = cfg or ClassifierConfig()
     root = paths.data_dir(data_dir)
     if kind not in KINDS:
         raise ConfigError(f"unknown classifier kind {kind!r} (choose from {', '.join(KINDS)})")
-    stem = paths.cache_dir() / "classifiers" / f"{kind}-{_fingerprint(kind, root, cfg)}"
+    key = _fingerprint(kind, root, cfg) + (f"-x{_texts_hash(exclude)}" if exclude else "")
+    stem = paths.cache_dir() / "classifiers" / f"{kind}-{key}"
     model_path, card_path = stem.with_suffix(".joblib"), stem.with_suffix(".json")
     if model_path.exists() and card_path.exists():
         try:
@@ -522,7 +552,7 @@ def cached_classifier(
             return SklearnScorer(card["name"], joblib.load(model_path), card)
         except Exception:  # a corrupt cache entry is retrained below
             pass
-    scorer = train_classifier(kind, root, cfg)
+    scorer = train_classifier(kind, root, cfg, exclude)
     with io.atomic_open(model_path, "wb") as fh:
         joblib.dump(scorer.pipeline, fh)
     io.write_json(card_path, scorer.card)
@@ -550,6 +580,7 @@ def get_scorer(
     model_id: str | None = None,
     max_train: int | None = None,
     use_detoxify: bool = True,
+    exclude: Sequence[str] = (),
 ) -> Scorer:
     """A toxicity or harm scorer (memoised per process).
 
@@ -560,6 +591,9 @@ def get_scorer(
         max_train: a quick classifier for tests: at most this many training examples, and the
             per-(source, label) pools capped at the same number (so the test split shrinks too).
         use_detoxify: for "toxicity", try Detoxify('original') first.
+        exclude: texts the trained classifier must not have seen (training texts containing one
+            are dropped, see `drop_overlap`); a pretrained scorer (Detoxify, a guard model) is
+            used as it is.
     """
     if kind not in KINDS:
         raise ConfigError(f"unknown scorer kind {kind!r} (choose from {', '.join(KINDS)})")
@@ -570,9 +604,10 @@ def get_scorer(
         max_train,
         use_detoxify,
         str(paths.cache_dir()),
+        _texts_hash(exclude) if exclude else None,
     )
     if key not in _MEMO:
-        _MEMO[key] = _make_scorer(kind, data_dir, model_id, max_train, use_detoxify)
+        _MEMO[key] = _make_scorer(kind, data_dir, model_id, max_train, use_detoxify, exclude)
     return _MEMO[key]
 
 
@@ -582,6 +617,7 @@ def _make_scorer(
     model_id: str | None,
     max_train: int | None,
     use_detoxify: bool,
+    exclude: Sequence[str] = (),
 ) -> Scorer:
     if model_id:
         if kind != "harm":
@@ -596,4 +632,4 @@ def _make_scorer(
         cfg = ClassifierConfig(
             max_train=max_train, max_per_source=min(cfg.max_per_source, max_train)
         )
-    return cached_classifier(kind, data_dir, cfg)
+    return cached_classifier(kind, data_dir, cfg, exclude)

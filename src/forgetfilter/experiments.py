@@ -406,12 +406,21 @@ class CompareRisk:
             }
         from .classifiers import get_scorer
 
-        scorer = get_scorer(self.risk, self.ctx.data_dir)
-        probs = scorer.score(
-            [ex.response for ex in self.noisy], prompts=[ex.prompt for ex in self.noisy]
-        )
+        responses = [ex.response for ex in self.noisy]
+        scorer = get_scorer(self.risk, self.ctx.data_dir, exclude=responses)
+        probs = scorer.score(responses, prompts=[ex.prompt for ex in self.noisy])
         removed = {ex.id for ex, p in zip(self.noisy, probs, strict=True) if p > 0.5}
-        note = f"removed responses with {scorer.name} probability > 0.5 (held-out AUROC {scorer.auroc})"
+        card = getattr(scorer, "card", {})
+        unseen = (
+            f"; trained without the {card['n_excluded_texts']} training texts that contain a "
+            "noisy response"
+            if "n_excluded_texts" in card
+            else ""
+        )
+        note = (
+            f"removed responses with {scorer.name} probability > 0.5 "
+            f"(held-out AUROC {scorer.auroc}{unseen})"
+        )
         return self.filtered(d, removed, [float(p) for p in probs], note=note)
 
     def static_loss_filter(self, d: Path) -> dict:
