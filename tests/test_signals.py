@@ -255,3 +255,36 @@ def test_encode_all_equals_encode_example_one_by_one(model_and_tokenizer, loss_o
     single = [encode_example(tokenizer, ex, max_length, loss_on) for ex in examples]
     assert batched == single
     assert any(e.truncated for e in single) == (max_length == 16)
+
+
+def test_compiled_generation_plan_gives_the_same_text(model_and_tokenizer, monkeypatch):
+    """When decoding would be compiled, the largest batch runs first and short batches are padded
+    to full size; the returned texts are unchanged (compilation itself needs CUDA)."""
+    model, tokenizer = model_and_tokenizer
+    prompts = [ex.prompt for ex in _examples(11)]
+    limits = [3, 12, 7, 1, 20, 5, 12, 9, 2, 6, 4]
+    kw = {"max_new_tokens": limits, "batch_size": 4, "max_length": 128, "progress": False}
+    plain = signals.generate(model, tokenizer, prompts, **kw)
+    sizes, widths = [], []
+    real_generate = model.generate
+
+    def spy(**kwargs):
+        sizes.append(kwargs["input_ids"].shape[0])
+        widths.append(kwargs["input_ids"].shape[1] + kwargs["max_new_tokens"])
+        return real_generate(**kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    monkeypatch.setattr(signals, "_will_compile", lambda device, kwargs: True)
+    compiled = signals.generate(model, tokenizer, prompts, **kw, cache_implementation="static")
+    assert compiled == plain
+    assert len(sizes) >= 3 and set(sizes) == {4}  # short batches padded to 4 rows
+    assert widths[0] == max(widths)  # the first batch needs the largest cache
+
+
+def test_compile_generation_is_a_speed_option_only():
+    from forgetfilter.pipeline import RunConfig
+
+    assert (
+        RunConfig(signal="rouge").fingerprint()
+        == RunConfig(signal="rouge", compile_generation=True).fingerprint()
+    )

@@ -200,6 +200,11 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-new-tokens", type=int, default=None, help="rouge signal generation budget"
     )
+    p.add_argument(
+        "--compile-generation",
+        action="store_true",
+        help="rouge signal on CUDA: compile decoding (slow first call, faster after)",
+    )
     p.add_argument("--seed", type=int, default=0)
     g = p.add_mutually_exclusive_group()
     g.add_argument(
@@ -267,6 +272,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         final=not a.no_final,
         curve_points=a.curve_points,
         max_new_tokens=a.max_new_tokens,
+        compile_generation=a.compile_generation,
         skip_invalid=a.skip_invalid,
         full=a.full,
         lr=a.lr,

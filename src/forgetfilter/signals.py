@@ -40,7 +40,7 @@ MAX_NEW_TOKENS_CAP = 500
 # static cache decode at the same speed (the dynamic cache's earlier 2.6-5x slowdown was cuDNN
 # attention planning every new cache length); the static cache is kept because it also holds with
 # cuDNN attention allowed. Compiled decoding (`disable_compile=False`) ran 3.7x faster once warm
-# but its first call took 15 s, and rouge batches change shape, so it is not the default.
+# but its first call took 15 s, so it is an option (`RunConfig.compile_generation`).
 CUDA_GENERATION_DEFAULTS: dict = {"cache_implementation": "static", "disable_compile": True}
 
 
@@ -189,7 +189,10 @@ def generate(
     sorted by (budget, length) so a batch's rows need similar numbers of steps. With
     `first_line_only`, a row stops once its first non-empty line is complete (the returned text
     then holds at least that line; everything ROUGE scoring reads). Extra keyword arguments go to
-    `model.generate` (e.g. `cache_implementation="static"` on CUDA, which also compiles decoding).
+    `model.generate`; `cache_implementation="static"` without `disable_compile=True` compiles
+    decoding on CUDA (transformers' auto-compile), and then the batch needing the largest cache
+    runs first (the cache is sized once) and short batches are padded with copies of their first
+    row to the common batch size (the extra rows are dropped), so all share one decoding graph.
     """
     model.eval()
     max_length = _cap_length(model, max_length)
@@ -210,15 +213,21 @@ def generate(
         else {}
     )
     kwargs = {"do_sample": False, **defaults, **gen_kwargs}
+    padded: set[int] = set()  # ids of the planned batches (not the halves after an OOM)
+    if _will_compile(device, kwargs):
+        batches = largest_first(batches, [len(x) for x in ids], limits)
+        padded = {id(b) for b in batches}
+    full = max((len(b) for b in batches), default=0)
 
     def gen(batch: list[int]) -> list[str]:
-        b = {k: v.to(device) for k, v in collate_prompts([ids[i] for i in batch], pad_id).items()}
+        rows = batch + [batch[0]] * (full - len(batch)) if id(batch) in padded else batch
+        b = {k: v.to(device) for k, v in collate_prompts([ids[i] for i in rows], pad_id).items()}
         width = b["input_ids"].shape[1]
         extra = dict(kwargs)
         if first_line_only:
             from transformers import StoppingCriteriaList
 
-            stop = FirstLineStop(tokenizer, width, len(batch), device)
+            stop = FirstLineStop(tokenizer, width, len(rows), device)
             extra["stopping_criteria"] = StoppingCriteriaList(
                 [stop, *extra.get("stopping_criteria", [])]
             )
@@ -230,7 +239,7 @@ def generate(
                 eos_token_id=tokenizer.eos_token_id,
                 **extra,
             )
-        new = out[:, width:].tolist()
+        new = out[: len(batch), width:].tolist()
         return tokenizer.batch_decode(
             [row[: limits[i]] for row, i in zip(new, batch, strict=True)], skip_special_tokens=True
         )
@@ -325,6 +334,27 @@ def generation_batches(
     if current:
         batches.append(current)
     return batches
+
+
+def _will_compile(device: torch.device, kwargs: dict) -> bool:
+    """Whether `model.generate` will compile decoding (transformers: a static cache on CUDA)."""
+    if kwargs.get("cache_implementation") != "static" or kwargs.get("disable_compile"):
+        return False
+    everywhere = getattr(kwargs.get("compile_config"), "_compile_all_devices", False)
+    return device.type == "cuda" or bool(everywhere)
+
+
+def largest_first(
+    batches: list[list[int]], lengths: Sequence[int], limits: Sequence[int]
+) -> list[list[int]]:
+    """`batches` reordered by decreasing longest prompt + largest budget (ties keep their order).
+
+    A static KV cache is sized by the first batch and reused by any that fit it, so compiled
+    decoding then traces one graph instead of one per cache growth.
+    """
+    need = [max(lengths[i] for i in b) + max(limits[i] for i in b) for b in batches]
+    order = sorted(range(len(batches)), key=lambda k: -need[k])
+    return [batches[k] for k in order]
 
 
 def _per_item(value: int | Sequence[int], n: int) -> list[int]:
