@@ -182,3 +182,26 @@ def test_lora_run_stacks_safety_finetuning_on_the_noisy_adapter(micro_model_dir,
     for stage in ("m1", "m2", "final"):
         assert (tmp_path / "run" / stage / "model" / "adapter_config.json").exists()
     assert result.summary["counts"]["input"] == 36
+
+
+def test_a_moved_run_directory_resumes(micro_model_dir, tmp_path):
+    """Stage models are recorded relative to the run directory, so moving it keeps every stage;
+    a stage recorded with an absolute path (older versions) is still accepted in place."""
+    import shutil
+
+    noisy, safe = make_data(tmp_path)
+    cfg = micro_config(str(micro_model_dir), safety_steps=2, final=False)
+    first = run_forgetfilter(noisy, safe, tmp_path / "a", cfg)
+    state_path = tmp_path / "a" / "m2" / "train_state.json"
+    state = io.read_json(state_path)
+    assert state["identity"]["model"] == "../m1/model"
+    state["identity"]["model"] = str((tmp_path / "a" / "m1" / "model").resolve())
+    io.write_json(state_path, state)
+    assert run_forgetfilter(noisy, safe, tmp_path / "a", cfg).removed_ids == first.removed_ids
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "m2")  # retrained from the moved m1
+    moved = run_forgetfilter(noisy, safe, tmp_path / "b", cfg)
+    assert moved.removed_ids == first.removed_ids
+    assert io.read_json(tmp_path / "b" / "m2" / "train_state.json")["identity"]["model"] == (
+        "../m1/model"
+    )

@@ -282,7 +282,7 @@ class _Run:
         self.progress = progress
         self.fingerprint = data_fingerprint(records)
         self.identity = {
-            "model": model,
+            "model": _portable(model, out_dir),
             "config": cfg.to_dict(),
             "data": self.fingerprint,
             "n_records": len(records),
@@ -309,7 +309,10 @@ class _Run:
         )
 
     def check_identity(self, state: dict, what: str) -> None:
-        changed = _differences(_comparable(self.identity), _comparable(state.get("identity", {})))
+        theirs = dict(state.get("identity", {}))
+        if _same_path(theirs.get("model"), self.model_name):  # recorded before paths were portable
+            theirs["model"] = self.identity["model"]
+        changed = _differences(_comparable(self.identity), _comparable(theirs))
         if changed:
             raise ConfigError(
                 f"{self.out_dir} holds {what} with different settings ({', '.join(changed)}); "
@@ -647,6 +650,23 @@ class _Run:
 
 
 # ---------------------------------------------------------------- helpers
+def _portable(model: str, out_dir: Path) -> str:
+    """`model` as recorded: relative to `out_dir` when it lies in the same run directory (e.g. the
+    previous stage's model), so a moved or copied run directory still resumes; else as given."""
+    path = Path(model)
+    if not path.exists():
+        return model
+    base = out_dir.resolve().parent
+    target = path.resolve()
+    if base not in target.parents:
+        return model
+    return os.path.relpath(target, out_dir.resolve())
+
+
+def _same_path(a: object, b: str) -> bool:
+    return isinstance(a, str) and Path(a).is_absolute() and Path(a) == Path(b).resolve()
+
+
 def _comparable(identity: dict) -> dict:
     """The identity fields that must match to resume (minus the freely changeable ones)."""
     config = {k: v for k, v in identity.get("config", {}).items() if k not in _RESUMABLE_CHANGES}
