@@ -205,3 +205,44 @@ def test_a_moved_run_directory_resumes(micro_model_dir, tmp_path):
     assert io.read_json(tmp_path / "b" / "m2" / "train_state.json")["identity"]["model"] == (
         "../m1/model"
     )
+
+
+def test_two_process_run_matches_one_process(micro_model_dir, tmp_path):
+    """`torchrun --nproc_per_node 2 -m forgetfilter.cli run`: both processes train every stage,
+    share the scoring shards, the main one writes; same scores and removal as one process."""
+    import os
+
+    from forgetfilter.cli import main
+    from tests.test_training import run_cmd
+
+    noisy, safe = make_data(tmp_path, n_unsafe=150, n_other=150)  # > 1 scoring shard of 256
+    args = ["run", "--model", str(micro_model_dir), "--noisy", str(noisy), "--safe", str(safe),
+            "--full", "--lr", "1e-3", "--epochs", "1", "--batch-size", "8", "--micro-batch-size", "4",
+            "--max-length", "64", "--safety-steps", "2", "--no-final"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    cmd = ["torchrun", "--nproc_per_node", "2", "--standalone", "-m", "forgetfilter.cli", *args,
+           "--out", str(tmp_path / "two")]  # fmt: skip
+    proc = run_cmd(cmd, {**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("removed") == main_lines(tmp_path / "one")  # printed once
+    assert io.read_json(tmp_path / "two" / "m1" / "train_state.json")["world_size"] == 2
+    one, two = (io.read_jsonl(tmp_path / d / "scores.jsonl") for d in ("one", "two"))
+    assert [r["id"] for r in one] == [r["id"] for r in two]
+    for key in ("m0", "before", "after"):
+        np.testing.assert_allclose([r[key] for r in two], [r[key] for r in one], atol=2e-3)
+    s1, s2 = (io.read_json(tmp_path / d / "summary.json") for d in ("one", "two"))
+    assert s2["counts"] == s1["counts"]
+    assert not list((tmp_path / "two").glob("*.parts"))
+
+
+def main_lines(run_dir) -> int:
+    """How many lines with "removed" one run's CLI summary prints (from its summary.json)."""
+    import contextlib
+    import io as _io
+
+    from forgetfilter.cli import _print_run_summary
+
+    buf = _io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        _print_run_summary(io.read_json(run_dir / "summary.json"))
+    return buf.getvalue().count("removed")

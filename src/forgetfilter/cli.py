@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .errors import ForgetFilterError
@@ -285,7 +286,8 @@ def _cmd_run(a: argparse.Namespace) -> int:
         save_every=a.save_every,
     )
     result = run_forgetfilter(a.noisy, a.safe, a.out, cfg, force=a.force)
-    _print_run_summary(result.summary)
+    if os.environ.get("RANK", "0") == "0":  # once under torchrun / accelerate launch
+        _print_run_summary(result.summary)
     return 0
 
 

@@ -23,13 +23,20 @@ use a run directory (`io.run_lock`); temp files of a killed process are removed 
 A full or read-only disk stops the run with a clear error and leaves completed stages intact.
 Fault-injection points for those tests: `stage:<name>` after each stage and `<scores file
 stem>:<k>` after score shard k (see `io.fault_point`).
+
+Several processes (`torchrun --nproc_per_node N -m forgetfilter.cli run ...` or `accelerate launch`):
+every process trains each stage together (see `training`), scoring shards are shared out among the
+processes, and the main process alone takes the lock, filters and writes the run's files; the
+outputs are the same as with one process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
+import os
 import shutil
 import time
 from collections import Counter
@@ -142,11 +149,46 @@ class RunResult:
     removed_ids: list[str]
 
 
+class Ranks:
+    """The processes of a multi-process launch (`WORLD_SIZE` > 1), or just this one."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.state = None
+        self.rank = 0
+        if self.world > 1:
+            import torch
+            from accelerate import PartialState
+
+            self.state = PartialState(cpu=not torch.cuda.is_available())
+            self.rank = self.state.process_index
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def device(self) -> str | None:
+        """This process's device when several share the machine (None: the default)."""
+        return str(self.state.device) if self.state is not None else None
+
+    def barrier(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+    def main_first(self, fn):
+        """`fn()` on the main process, then on the others once it is done (they read its files)."""
+        result = fn() if self.main else None
+        self.barrier()
+        return result if self.main else fn()
+
+
 class Run:
     """One run directory: stage bookkeeping, timings and paths."""
 
-    def __init__(self, out_dir: Path, cfg: RunConfig):
+    def __init__(self, out_dir: Path, cfg: RunConfig, ranks: Ranks | None = None):
         self.dir, self.cfg = Path(out_dir), cfg
+        self.ranks = ranks or Ranks()
         self.timings: dict[str, float] = (
             io.read_json(self.timings_path) if self.timings_path.exists() else {}
         )
@@ -156,11 +198,12 @@ class Run:
         return self.dir / "timings.json"
 
     def stage(self, name: str, fn):
-        """Run `fn` and record its wall time (accumulated over resumptions)."""
+        """Run `fn` and record its wall time (accumulated over resumptions; main process)."""
         t0 = time.perf_counter()
         result = fn()
         self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
-        io.write_json(self.timings_path, self.timings)
+        if self.ranks.main:
+            io.write_json(self.timings_path, self.timings)
         io.fault_point(f"stage:{name}")
         return result
 
@@ -179,10 +222,13 @@ def run_forgetfilter(
     ForgetFilterError; the stages completed before stay in place and a rerun continues from them.
     """
     out_dir = Path(out_dir)
-    with io.run_lock(out_dir, "forgetfilter run"):
-        io.remove_stale_temps(out_dir)
+    ranks = Ranks()
+    lock = io.run_lock(out_dir, "forgetfilter run") if ranks.main else contextlib.nullcontext()
+    with lock:
+        if ranks.main:
+            io.remove_stale_temps(out_dir)
         try:
-            return _run_stages(noisy_path, safe_path, out_dir, cfg, force)
+            return _run_stages(noisy_path, safe_path, out_dir, cfg, force, ranks)
         except OSError as exc:
             if exc.errno not in io.DISK_ERRNOS:
                 raise
@@ -193,26 +239,36 @@ def run_forgetfilter(
             ) from None
 
 
-def _run_stages(noisy_path, safe_path, out_dir: Path, cfg: RunConfig, force: bool) -> RunResult:
-    """The stages of `run_forgetfilter`, in order (the caller holds the run directory's lock)."""
-    run = Run(out_dir, cfg)
-    check_config(run.dir, cfg, [noisy_path, safe_path], force)
-    noisy, safe = run.stage("inputs", lambda: load_inputs(run.dir, noisy_path, safe_path, cfg))
+def _run_stages(
+    noisy_path, safe_path, out_dir: Path, cfg: RunConfig, force: bool, ranks: Ranks
+) -> RunResult:
+    """The stages of `run_forgetfilter`, in order (the main process holds the directory's lock)."""
+    ranks.barrier()  # the main process has the lock and has cleaned up
+    ranks.main_first(lambda: check_config(out_dir, cfg, [noisy_path, safe_path], force))
+    run = Run(out_dir, cfg, ranks)
+    noisy, safe = run.stage(
+        "inputs", lambda: load_inputs(run.dir, noisy_path, safe_path, cfg, write=ranks.main)
+    )
     reference = None
     if cfg.signal == "loss":
         reference = run.stage(
-            "scores_m0", lambda: score_stage(cfg.model, noisy, run.dir / "scores_m0.jsonl", cfg)
+            "scores_m0",
+            lambda: score_stage(cfg.model, noisy, run.dir / "scores_m0.jsonl", cfg, ranks),
         )
     m1 = run.stage("m1", lambda: train_stage(cfg.model, noisy, run.dir / "m1", noisy_cfg(cfg)))
     before = run.stage(
-        "scores_before", lambda: score_stage(m1, noisy, run.dir / "scores_before.jsonl", cfg)
+        "scores_before",
+        lambda: score_stage(m1, noisy, run.dir / "scores_before.jsonl", cfg, ranks),
     )
-    m2 = run.stage("m2", lambda: safety_stage(m1, safe, noisy, run.dir, cfg))
+    m2 = run.stage("m2", lambda: safety_stage(m1, safe, noisy, run.dir, cfg, ranks.main))
     after = run.stage(
-        "scores_after", lambda: score_stage(m2, noisy, run.dir / "scores_after.jsonl", cfg)
+        "scores_after", lambda: score_stage(m2, noisy, run.dir / "scores_after.jsonl", cfg, ranks)
     )
     choice, removed = run.stage(
-        "filter", lambda: filter_stage(run.dir, noisy, before, after, cfg, reference)
+        "filter",
+        lambda: ranks.main_first(
+            lambda: filter_stage(run.dir, noisy, before, after, cfg, reference)
+        ),
     )
     kept = [ex for ex in noisy if ex.id not in removed]
     final_skipped = None
@@ -223,7 +279,13 @@ def _run_stages(noisy_path, safe_path, out_dir: Path, cfg: RunConfig, force: boo
         )
     elif cfg.final:
         run.stage("final", lambda: train_stage(cfg.model, kept, run.dir / "final", noisy_cfg(cfg)))
-    summary = summarise(run, choice, before, after, final_skipped)
+    summary = ranks.main_first(
+        lambda: (
+            summarise(run, choice, before, after, final_skipped)
+            if ranks.main
+            else io.read_json(run.dir / "summary.json")
+        )
+    )
     return RunResult(run.dir, summary, [ex.id for ex in kept], sorted(removed))
 
 
@@ -267,9 +329,10 @@ def file_sha256(path: str | Path) -> str:
 
 
 def load_inputs(
-    out_dir: Path, noisy_path, safe_path, cfg: RunConfig
+    out_dir: Path, noisy_path, safe_path, cfg: RunConfig, *, write: bool = True
 ) -> tuple[list[Example], list[Example]]:
-    """Read both files, record what was rejected, and report overlap of the safe and noisy sets."""
+    """Read both files, record what was rejected, and report overlap of the safe and noisy sets
+    (into `inputs.json` when `write`)."""
     from .readers import read_examples
 
     noisy, noisy_rep = read_examples(noisy_path, skip_invalid=cfg.skip_invalid)
@@ -283,7 +346,8 @@ def load_inputs(
         "safe": _report_dict(safe_rep),
         "safe_noisy_overlap": overlap(noisy, safe),
     }
-    io.write_json(out_dir / "inputs.json", report)
+    if write:
+        io.write_json(out_dir / "inputs.json", report)
     return noisy, safe
 
 
@@ -337,9 +401,15 @@ def train_stage(model: str, examples: Sequence[Example], out: Path, tcfg: TrainC
 
 
 def safety_stage(
-    m1: str, safe: Sequence[Example], noisy: Sequence[Example], run_dir: Path, cfg: RunConfig
+    m1: str,
+    safe: Sequence[Example],
+    noisy: Sequence[Example],
+    run_dir: Path,
+    cfg: RunConfig,
+    main: bool = True,
 ) -> str:
-    """Safety finetuning M1 -> M2, scoring the noisy set at `curve_points` checkpoints if asked."""
+    """Safety finetuning M1 -> M2, scoring the noisy set at `curve_points` checkpoints if asked
+    (on the main process when several train together)."""
     from .training import train
 
     tcfg = safety_cfg(cfg, len(safe))
@@ -348,7 +418,7 @@ def safety_stage(
 
     def on_checkpoint(step: int, model, tokenizer) -> None:
         path = curve_dir / f"step-{step:06d}.jsonl"
-        if not path.exists():
+        if main and not path.exists():
             values = score_values(model, tokenizer, noisy, cfg)
             io.write_jsonl(
                 path, ({"id": ex.id, "score": v} for ex, v in zip(noisy, values, strict=True))
@@ -366,7 +436,9 @@ def safety_stage(
 
 
 # ------------------------------------------------------------------ scoring
-def score_values(model, tokenizer, examples: Sequence[Example], cfg: RunConfig) -> list[float]:
+def score_values(
+    model, tokenizer, examples: Sequence[Example], cfg: RunConfig, progress: bool = True
+) -> list[float]:
     """Scores of `examples` under a loaded model, rounded to 6 decimals for stable output.
 
     Records are cut to `max_length` (capped at the model's context by `signals`, as in training;
@@ -377,7 +449,7 @@ def score_values(model, tokenizer, examples: Sequence[Example], cfg: RunConfig) 
     from .signals import score
 
     max_length = cfg.noisy_train.max_length
-    kwargs = {"batch_size": cfg.score_batch_size, "max_length": max_length, "progress": True}
+    kwargs = {"batch_size": cfg.score_batch_size, "max_length": max_length, "progress": progress}
     if cfg.signal == "rouge":
         kwargs["max_new_tokens"] = cfg.max_new_tokens
         if cfg.compile_generation:
@@ -394,28 +466,43 @@ def score_values(model, tokenizer, examples: Sequence[Example], cfg: RunConfig) 
 
 
 def score_stage(
-    model_path: str, examples: Sequence[Example], out: Path, cfg: RunConfig
+    model_path: str,
+    examples: Sequence[Example],
+    out: Path,
+    cfg: RunConfig,
+    ranks: Ranks | None = None,
 ) -> np.ndarray:
-    """Score every example on a model, in shards that survive interruption; returns scores by position."""
-    if not out.exists():
+    """Score every example on a model, in shards that survive interruption; returns scores by position.
+
+    With several processes, shard k is scored by process k mod N and the main process merges them.
+    """
+    ranks = ranks or Ranks()
+    done = out.exists()
+    ranks.barrier()  # every process has looked before the merged file can appear
+    if not done:
         parts = out.with_suffix(".parts")
         model = tokenizer = None
-        for start in range(0, len(examples), SCORE_SHARD):
-            shard = parts / f"part-{start // SCORE_SHARD:05d}.jsonl"
-            if shard.exists():
+        starts = range(0, len(examples), SCORE_SHARD)
+        for k, start in enumerate(starts):
+            shard = parts / f"part-{k:05d}.jsonl"
+            if k % ranks.world != ranks.rank or shard.exists():
                 continue
             if model is None:
-                model, tokenizer = _load(model_path)
+                model, tokenizer = _load(model_path, ranks.device)
             chunk = examples[start : start + SCORE_SHARD]
-            values = score_values(model, tokenizer, chunk, cfg)
+            values = score_values(model, tokenizer, chunk, cfg, progress=ranks.main)
             io.write_jsonl(
                 shard, ({"id": ex.id, "score": v} for ex, v in zip(chunk, values, strict=True))
             )
-            io.fault_point(f"{out.stem}:{start // SCORE_SHARD}")
-        rows = [r for p in sorted(parts.glob("part-*.jsonl")) for r in io.read_jsonl(p)]
-        io.write_jsonl(out, rows)
+            io.fault_point(f"{out.stem}:{k}")
+        ranks.barrier()
+        if ranks.main:
+            rows = [r for p in sorted(parts.glob("part-*.jsonl")) for r in io.read_jsonl(p)]
+            io.write_jsonl(out, rows)
+        ranks.barrier()
     # Shards are deleted only once the merged file is in place (also after a kill right between).
-    shutil.rmtree(out.with_suffix(".parts"), ignore_errors=True)
+    if ranks.main:
+        shutil.rmtree(out.with_suffix(".parts"), ignore_errors=True)
     return _scores_in_order(io.read_jsonl(out), examples, out)
 
 
@@ -429,10 +516,10 @@ def _scores_in_order(rows: list[dict], examples: Sequence[Example], path: Path) 
     return np.asarray([by_id[ex.id] for ex in examples], dtype=np.float64)
 
 
-def _load(model_path: str):
+def _load(model_path: str, device: str | None = None):
     from .models import load_model
 
-    return load_model(model_path)
+    return load_model(model_path, device=device)
 
 
 # ------------------------------------------------------------------ filtering
