@@ -209,7 +209,8 @@ def test_a_moved_run_directory_resumes(micro_model_dir, tmp_path):
 
 def test_two_process_run_matches_one_process(micro_model_dir, tmp_path):
     """`torchrun --nproc_per_node 2 -m forgetfilter.cli run`: both processes train every stage,
-    share the scoring shards, the main one writes; same scores and removal as one process."""
+    share the scoring shards, the main one writes; killed in scoring and rerun, it ends with the
+    same scores and removal as one process."""
     import os
 
     from forgetfilter.cli import main
@@ -222,7 +223,11 @@ def test_two_process_run_matches_one_process(micro_model_dir, tmp_path):
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     cmd = ["torchrun", "--nproc_per_node", "2", "--standalone", "-m", "forgetfilter.cli", *args,
            "--out", str(tmp_path / "two")]  # fmt: skip
-    proc = run_cmd(cmd, {**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = run_cmd(cmd, {**env, "FORGETFILTER_FAULT_AT": "scores_before:1"}, timeout=300)
+    assert killed.returncode != 0  # the second process died after writing its scoring shard
+    assert (tmp_path / "two" / "scores_before.parts" / "part-00001.jsonl").exists()
+    proc = run_cmd(cmd, env, timeout=300)  # the same command finishes the run
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert proc.stdout.count("removed") == main_lines(tmp_path / "one")  # printed once
     assert io.read_json(tmp_path / "two" / "m1" / "train_state.json")["world_size"] == 2
