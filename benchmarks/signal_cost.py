@@ -2,8 +2,8 @@
 
 Both signals score the same records on the same model, measured side by side in one process in
 the order loss, rouge, loss, rouge(cap), loss, so machine load affects both alike. The rouge
-signal runs with the paper's budget (each target's length + 8 new tokens, at most 500) and, as a
-second row, with `--max-new-tokens` (default 500) for every record.
+signal runs with our default budget (each target's length + 8 new tokens, at most 500) and, as a
+second row, with `--max-new-tokens` for every record (default 500, the authors' cap).
 
 With `--run-dir DIR` (a `forgetfilter run` output) it also scores the run's noisy records on its
 M1 and M2 and reports the AUROC of forgetting for label == unsafe, for both signals.
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = {"args": vars(args), "cost": rows}
     ratio = rows[1]["ratio_vs_loss"]
     print(
-        f"\nrouge (paper budget) / loss = {ratio:.1f}x  (target >= 20x: {'MET' if ratio >= 20 else 'NOT MET'})"
+        f"\nrouge (default budget) / loss = {ratio:.1f}x  (target >= 20x: {'MET' if ratio >= 20 else 'NOT MET'})"
     )
     if args.run_dir:
         arows = auroc_rows(Path(args.run_dir), args)
