@@ -14,6 +14,7 @@ trained on the fly (no weights, data or hub needed):
 - signal cost: the loss signal (two batch sizes) vs the rouge signal on the same 512 records;
 - generation: new tokens/s of `signals.generate` (dynamic cache with and without cuDNN attention;
   static cache; static cache + torch.compile on CUDA) vs plain `model.generate`, at batch 64;
+- pipeline overhead: `forgetfilter run` against one plain finetune (benchmarks/pipeline_overhead.py);
 - model FLOP utilisation: 6·N·tokens (training) or 2·N·tokens (forward) over the chip's dense bf16
   rate (`--peak-tflops`, default 989 for H200), N = parameters in matrix products.
 
@@ -73,6 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--big-score-batch", type=int, default=128, help="second loss-signal batch")
     p.add_argument(
         "--authors-records", type=int, default=128, help="records of the 500-token rouge section"
+    )
+    p.add_argument(
+        "--pipeline-records", type=int, default=1024, help="noisy records of the pipeline section"
     )
     p.add_argument("--gen-prompts", type=int, default=128)
     p.add_argument("--gen-batch", type=int, default=64)
@@ -464,6 +468,16 @@ def profile_loss_rows(b: Bench, model, tok, records, shape: str) -> list[dict]:
     ] + [{"op": f"(tables in {path.name})"}]
 
 
+def pipeline_rows(args: argparse.Namespace, model_dir: Path) -> list[dict]:
+    """`benchmarks/pipeline_overhead.py` on this model (synthetic records, paper's LoRA defaults)."""
+    import pipeline_overhead
+
+    n, n_safe = (96, 32) if args.quick else (args.pipeline_records, args.pipeline_records // 8)
+    argv = ["--model", str(model_dir), "--n", str(n), "--n-safe", str(n_safe), "--epochs", "1",
+            "--max-length", str(args.max_length), "--finetune", "lora"]  # fmt: skip
+    return pipeline_overhead.main(argv)["rows"]
+
+
 def training_rows(
     b: Bench, model_dir: Path, tok, records, finetune: str, n_params: int, work: Path
 ) -> list[dict]:
@@ -658,6 +672,13 @@ def main(argv: list[str] | None = None) -> dict:
             f"{args.shapes[0]}: rouge signal with compiled decoding (512 records)",
             60 if big else 1,
             compiled_rouge,
+        )
+    if args.shapes[0] in done:  # last: the least needed figure
+        model_dir = done[args.shapes[0]][0]
+        b.section(
+            f"{args.shapes[0]}: pipeline overhead (forgetfilter run vs one plain finetune, LoRA)",
+            60 if big else 1,
+            lambda: pipeline_rows(args, model_dir),
         )
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
