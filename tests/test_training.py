@@ -202,3 +202,12 @@ def test_continue_from_previous_output_dir(micro_model_dir, micro_records, tmp_p
         progress=False,
     )
     assert (full.model_dir / "model.safetensors").exists()
+
+
+def test_one_process_can_train_with_different_precisions(micro_model_dir, micro_records, tmp_path):
+    """accelerate allows one mixed precision per process; `train` calls with others still work."""
+    for i, dtype in enumerate(("fp32", "bf16", "fp32")):
+        cfg = TrainConfig(max_steps=1, dtype=dtype, **FAST)
+        result = train(str(micro_model_dir), micro_records, tmp_path / f"r{i}", cfg, progress=False)
+        assert result.steps == 1
+        assert io.read_json(tmp_path / f"r{i}" / "train_state.json")["config"]["dtype"] == dtype

@@ -331,6 +331,7 @@ class _Run:
 
         dtype = resolve_dtype(self.cfg.dtype, "cuda" if torch.cuda.is_available() else "cpu")
         mixed = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "no")
+        _allow_precision(mixed)
         acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed)
         self.acc, self.world = acc, acc.num_processes
         start_ckpt = self.last_checkpoint()
@@ -705,6 +706,20 @@ def _rank_file(directory: Path, kind: str, rank: int) -> Path:
     """This process's state file, falling back to rank 0's (resuming with more processes)."""
     path = directory / f"{kind}-rank{rank}.pt"
     return path if path.exists() or rank == 0 else directory / f"{kind}-rank0.pt"
+
+
+def _allow_precision(mixed: str) -> None:
+    """Let this process train with another mixed precision than an earlier `train` call did.
+
+    accelerate keeps one precision per process and refuses a second; its per-process state (the
+    process group, devices) is kept, only the precision setting is cleared.
+    """
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    current = shared.get("_mixed_precision", shared.get("mixed_precision"))
+    if shared and current is not None and str(current) != mixed:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def _seed_everything(seed: int) -> None:
