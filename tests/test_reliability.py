@@ -967,3 +967,15 @@ def test_outputs_get_the_permissions_of_a_plain_write(tmp_path: Path) -> None:
     assert mode == stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode) == 0o666 & ~mask
     d = io.temp_dir_for(tmp_path / "out")
     assert stat.S_IMODE(os.stat(d).st_mode) == 0o777 & ~mask
+
+
+def test_one_process_commands_refuse_a_multi_process_launch(tmp_path: Path, monkeypatch, capsys):
+    """Under torchrun / accelerate launch only `train` and `run` share work; others say so."""
+    from forgetfilter.cli import main
+
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"prompt": "p", "response": "r"}\n')
+    assert main(["data", "check", str(path)]) == 0
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["data", "check", str(path)]) == 2
+    assert "only `train` and `run` use several" in capsys.readouterr().err

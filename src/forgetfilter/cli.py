@@ -461,10 +461,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_MULTI_PROCESS = ("_train", "_cmd_run")  # the commands that share work among launched processes
+
+
+def _check_launch(args) -> None:
+    """Refuse a multi-process launch (torchrun / accelerate launch) of a one-process command."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world != "1" and args.func.__name__ not in _MULTI_PROCESS:
+        raise ForgetFilterError(
+            f"this command runs in one process, but {world} were launched (WORLD_SIZE); only "
+            "`train` and `run` use several: start it with plain `forgetfilter ...`"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run a subcommand; user errors print one line and exit 2."""
     args = build_parser().parse_args(argv)
     try:
+        _check_launch(args)
         return int(args.func(args) or 0)
     except ForgetFilterError as exc:
         print(f"error: {exc}", file=sys.stderr)
