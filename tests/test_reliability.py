@@ -513,25 +513,17 @@ def test_bad_inputs_run_fail_before_training(
     message, before any training; an all-bad file fails even with --skip-invalid. (With
     --skip-invalid, bad lines of either file are skipped and counted: see the shared runs.)"""
     base = ["--full", "--max-length", "64", "--epochs", "1", "--batch-size", "8"]
+
+    def run_args(noisy, safe, out, *extra) -> list[str]:
+        return ["run", "--model", str(micro_model_dir), "--noisy", str(noisy), "--safe", str(safe),
+                "--out", str(out), *extra, *base]  # fmt: skip
+
     safe = data / "safe.jsonl"
     for name, (content, line, reason) in BAD_INPUTS.items():
         path = tmp_path / f"{name}.jsonl"
         path.write_bytes(content)
         out = tmp_path / f"run-{name}"
-        rc, _, err = main_inprocess(
-            [
-                "run",
-                "--model",
-                str(micro_model_dir),
-                "--noisy",
-                str(path),
-                "--safe",
-                str(safe),
-                "--out",
-                str(out),
-                *base,
-            ]
-        )
+        rc, _, err = main_inprocess(run_args(str(path), str(safe), str(out)))
         assert rc == 2 and err.startswith("error: " + _where(path, line)) and reason in err, (
             name,
             err,
@@ -541,52 +533,18 @@ def test_bad_inputs_run_fail_before_training(
     good_noisy, _ = _small_data(tmp_path / "good")
     bad_safe = tmp_path / "nan.jsonl"
     rc, _, err = main_inprocess(
-        [
-            "run",
-            "--model",
-            str(micro_model_dir),
-            "--noisy",
-            str(good_noisy),
-            "--safe",
-            str(bad_safe),
-            "--out",
-            str(tmp_path / "run-safe"),
-            *base,
-        ]
+        run_args(str(good_noisy), str(bad_safe), str(tmp_path / "run-safe"))
     )
     assert rc == 2 and err.startswith("error: " + _where(bad_safe, 2)), err
     # All lines bad: --skip-invalid does not turn that into an empty run.
     path = tmp_path / "only_invalid.jsonl"
     rc, _, err = main_inprocess(
-        [
-            "run",
-            "--model",
-            str(micro_model_dir),
-            "--noisy",
-            str(path),
-            "--safe",
-            str(safe),
-            "--skip-invalid",
-            "--out",
-            str(tmp_path / "run-all-bad"),
-            *base,
-        ]
+        run_args(str(path), str(safe), str(tmp_path / "run-all-bad"), "--skip-invalid")
     )
     assert rc == 2 and err.startswith(f"error: {path}:1: no valid records (3 skipped: "), err
     # And once through a fresh interpreter: one line of error, no traceback.
     proc = cli_subprocess(
-        [
-            "run",
-            "--model",
-            str(micro_model_dir),
-            "--noisy",
-            str(tmp_path / "not_utf8.jsonl"),
-            "--safe",
-            str(safe),
-            "--out",
-            str(tmp_path / "run-sub"),
-            *base,
-        ],
+        run_args(str(tmp_path / "not_utf8.jsonl"), str(safe), str(tmp_path / "run-sub")),
         timeout=120,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

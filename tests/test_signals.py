@@ -165,26 +165,10 @@ def test_first_line_stop_never_changes_the_rouge_text(model_and_tokenizer):
 
 def test_first_line_generation_gives_the_same_rouge(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
-    examples = _examples(8)
-    full = signals.generate(
-        model,
-        tokenizer,
-        [ex.prompt for ex in examples],
-        max_new_tokens=40,
-        batch_size=4,
-        max_length=128,
-        progress=False,
-    )
-    short = signals.generate(
-        model,
-        tokenizer,
-        [ex.prompt for ex in examples],
-        max_new_tokens=40,
-        batch_size=4,
-        max_length=128,
-        progress=False,
-        first_line_only=True,
-    )
+    prompts = [ex.prompt for ex in _examples(8)]
+    kw = {"max_new_tokens": 40, "batch_size": 4, "max_length": 128, "progress": False}
+    full = signals.generate(model, tokenizer, prompts, **kw)
+    short = signals.generate(model, tokenizer, prompts, **kw, first_line_only=True)
     assert [signals.normalise_for_rouge(t) for t in short] == [
         signals.normalise_for_rouge(t) for t in full
     ]

@@ -243,8 +243,9 @@ def _run_stages(
     noisy_path, safe_path, out_dir: Path, cfg: RunConfig, force: bool, ranks: Ranks
 ) -> RunResult:
     """The stages of `run_forgetfilter`, in order (the main process holds the directory's lock)."""
-    ranks.barrier()  # the main process has the lock and has cleaned up
-    ranks.main_first(lambda: check_config(out_dir, cfg, [noisy_path, safe_path], force))
+    if ranks.main:  # it holds the lock and has cleaned up
+        check_config(out_dir, cfg, [noisy_path, safe_path], force)
+    ranks.barrier()
     run = Run(out_dir, cfg, ranks)
     noisy, safe = run.stage(
         "inputs", lambda: load_inputs(run.dir, noisy_path, safe_path, cfg, write=ranks.main)
@@ -279,13 +280,9 @@ def _run_stages(
         )
     elif cfg.final:
         run.stage("final", lambda: train_stage(cfg.model, kept, run.dir / "final", noisy_cfg(cfg)))
-    summary = ranks.main_first(
-        lambda: (
-            summarise(run, choice, before, after, final_skipped)
-            if ranks.main
-            else io.read_json(run.dir / "summary.json")
-        )
-    )
+    summary = summarise(run, choice, before, after, final_skipped) if ranks.main else None
+    ranks.barrier()
+    summary = summary or io.read_json(run.dir / "summary.json")
     return RunResult(run.dir, summary, [ex.id for ex in kept], sorted(removed))
 
 
