@@ -6,7 +6,10 @@ signal runs with our default budget (each target's length + 8 new tokens, at mos
 second row, with `--max-new-tokens` for every record (default 500, the authors' cap).
 
 With `--run-dir DIR` (a `forgetfilter run` output) it also scores the run's noisy records on its
-M1 and M2 and reports the AUROC of forgetting for label == unsafe, for both signals.
+M1 and M2 and reports the AUROC of forgetting for label == unsafe, for both signals. For a LoRA
+run it then times both signals on M1 with the adapter kept apart and merged into the float32
+weights (as `forgetfilter run` scores), alternating apart, merged, three times, and compares the
+loss forgetting scored in bf16 with the adapters apart or merged against fp32.
 
     python benchmarks/signal_cost.py --quick
     python benchmarks/signal_cost.py --model tiny --records data/bias/noisy.jsonl
@@ -16,6 +19,7 @@ M1 and M2 and reports the AUROC of forgetting for label == unsafe, for both sign
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -138,20 +142,26 @@ def _rouge_without_early_stop(model, tok, records, kw) -> np.ndarray:
     )
 
 
+def run_inputs(run_dir: Path) -> dict[str, str]:
+    """Paths of a run's input files by role (`noisy`, `safe`), from its config.json."""
+    inputs = json.loads((run_dir / "config.json").read_text())["inputs"]
+    if all(isinstance(v, dict) for v in inputs.values()):
+        return {role: v["path"] for role, v in inputs.items()}
+    return dict(zip(("noisy", "safe"), inputs, strict=True))  # older runs: keyed by the path given
+
+
 def auroc_rows(run_dir: Path, args) -> list[dict]:
     """AUROC of forgetting (label == unsafe) for both signals, scored on the run's M1 and M2."""
     from forgetfilter.metrics import auroc
     from forgetfilter.models import load_model
 
-    cfg = json.loads((run_dir / "config.json").read_text())
-    noisy_path = next(iter(cfg["inputs"]))
-    records = C.read_records(noisy_path)
+    records = C.read_records(run_inputs(run_dir)["noisy"])
     unsafe = [ex.label == "unsafe" for ex in records]
     kw = {"batch_size": args.batch_size, "max_length": args.max_length, "progress": False}
     scores: dict[tuple[str, str], np.ndarray] = {}
     secs: dict[str, float] = {"loss": 0.0, "rouge": 0.0}
     for stage in ("m1", "m2"):
-        model, tok = load_model(str(run_dir / stage / "model"), device=args.device, dtype="fp32")
+        model, tok = load_model(run_dir / stage / "model", device=args.device, merge=True)
         for sig in ("loss", "rouge"):
             t0 = time.perf_counter()
             scores[stage, sig] = signals.score(model, tok, records, sig, **kw)
@@ -171,6 +181,64 @@ def auroc_rows(run_dir: Path, args) -> list[dict]:
                 }
             )
     return rows
+
+
+def merge_rows(run_dir: Path, args) -> list[dict]:
+    """Seconds of both signals on M1 with its LoRA adapter kept apart vs merged (medians of 3)."""
+    from forgetfilter.models import is_peft_model, load_model, merge_for_inference
+
+    records = C.read_records(run_inputs(run_dir)["noisy"])
+    apart, tok = load_model(run_dir / "m1" / "model", device=args.device, dtype="fp32")
+    if not is_peft_model(apart):
+        return []
+    merged = merge_for_inference(load_model(run_dir / "m1" / "model", device=args.device)[0])
+    kw = {"batch_size": args.batch_size, "max_length": args.max_length, "progress": False}
+    times: dict[tuple[str, str], list[float]] = {}
+    for _ in range(3):
+        for sig in ("loss", "rouge"):
+            for name, model in (("apart", apart), ("merged", merged)):
+                run = functools.partial(signals.score, model, tok, records, sig, **kw)
+                s, _ = C.timed(run, args.device)
+                times.setdefault((sig, name), []).append(s)
+    rows = []
+    for sig in ("loss", "rouge"):
+        a, m = (float(np.median(times[sig, n])) for n in ("apart", "merged"))
+        rows.append(
+            {"signal": sig, "n": len(records), "apart_s": a, "merged_s": m, "speedup": a / m}
+        )
+    return rows
+
+
+def merge_precision_rows(run_dir: Path, args) -> list[dict]:
+    """Loss forgetting (relative, M1 -> M2) in bf16, adapters apart vs merged: agreement with fp32."""
+    from forgetfilter.metrics import auroc
+    from forgetfilter.models import load_model
+
+    records = C.read_records(run_inputs(run_dir)["noisy"])
+    unsafe = [ex.label == "unsafe" for ex in records]
+    kw = {"batch_size": args.batch_size, "max_length": args.max_length, "progress": False}
+
+    def forgetting(dtype: str, merged: bool) -> np.ndarray:
+        nll = []
+        for stage in ("m1", "m2"):
+            model, tok = load_model(run_dir / stage / "model", device=args.device, dtype=dtype)
+            model = model.merge_and_unload() if merged else model
+            nll.append(signals.response_nll(model, tok, records, **kw))
+        return signals.forgetting(nll[0], nll[1], "loss", "relative")
+
+    ref = forgetting("fp32", False)
+    rows = []
+    for name, merged in (("bf16, adapter apart", False), ("bf16, adapter merged", True)):
+        f = forgetting("bf16", merged)
+        corr = float(np.corrcoef(ref, f)[0, 1])
+        rows.append({"scoring": name, "corr_with_fp32": corr, "auroc_unsafe": auroc(unsafe, f)})
+    return [
+        {
+            "scoring": "fp32, adapter apart",
+            "corr_with_fp32": 1.0,
+            "auroc_unsafe": auroc(unsafe, ref),
+        }
+    ] + rows
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -197,6 +265,15 @@ def main(argv: list[str] | None = None) -> dict:
         print("\n# AUROC of forgetting for label == unsafe (M1 -> M2 of the run)")
         print(C.table(arows))
         out["auroc"] = arows
+        mrows = merge_rows(Path(args.run_dir), args)
+        if mrows:
+            print("\n# M1's LoRA adapter kept apart vs merged into the float32 weights")
+            print(C.table(mrows))
+            out["merge"] = mrows
+            prows = merge_precision_rows(Path(args.run_dir), args)
+            print("\n# why half precision keeps the adapter apart: loss forgetting vs fp32")
+            print(C.table(prows))
+            out["merge_precision"] = prows
     C.save_json(args.json, out)
     return out
 

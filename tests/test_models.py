@@ -127,6 +127,11 @@ def test_adapter_save_load_and_merge(micro_model_dir, tmp_path):
     merged, mtok = load_model(tmp_path / "merged")
     assert not (tmp_path / "merged" / "adapter_config.json").exists()
     torch.testing.assert_close(logits(merged, mtok), expected, atol=1e-4, rtol=1e-4)
+    inference, itok = load_model(tmp_path / "adapter", merge=True)  # merged in memory
+    assert not models.is_peft_model(inference) and not inference.training
+    torch.testing.assert_close(logits(inference, itok), expected, atol=1e-4, rtol=1e-4)
+    half, _ = load_model(tmp_path / "adapter", merge=True, dtype="bf16")
+    assert models.is_peft_model(half)  # bf16 weights would round a small update away
 
 
 def test_trainable_adapter_reload(micro_model_dir, tmp_path):

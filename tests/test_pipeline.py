@@ -1,12 +1,15 @@
 """End-to-end ForgetFilter runs on the micro model built in the test session."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from forgetfilter import io
-from forgetfilter.pipeline import default_run_config, run_forgetfilter
+from forgetfilter.models import is_peft_model, load_model
+from forgetfilter.pipeline import default_run_config, run_forgetfilter, score_values
+from forgetfilter.readers import read_examples
 from forgetfilter.records import Example
 from forgetfilter.thresholds import ThresholdConfig
 
@@ -146,6 +149,45 @@ def test_rerun_skips_completed_stages_and_changed_config_is_refused(micro_model_
     run_forgetfilter(noisy, safe, tmp_path / "run", changed, force=True)
 
 
+def test_the_same_input_files_by_another_path_continue_the_run(
+    micro_model_dir, tmp_path, monkeypatch
+):
+    """Inputs are matched by content and a local model by its absolute path: the same files and
+    model named from another directory, or a run whose config.json recorded them by the paths
+    given (older versions), continue without retraining."""
+    import os
+
+    from forgetfilter.errors import ConfigError
+
+    noisy, safe = make_data(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    cfg = micro_config(os.path.relpath(micro_model_dir), safety_steps=2, final=False)
+    first = run_forgetfilter(noisy, safe, tmp_path / "run", cfg)
+    config = tmp_path / "run" / "config.json"
+    assert io.read_json(config)["inputs"]["noisy"]["path"] == str(noisy.resolve())
+    assert io.read_json(config)["config"]["model"] == os.path.abspath(micro_model_dir)
+    weights = tmp_path / "run" / "m1" / "model" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    cfg.model = os.path.relpath(micro_model_dir)  # the same model, named from here
+    again = run_forgetfilter(Path("../noisy.jsonl"), Path("../safe.jsonl"), Path("../run"), cfg)
+    assert again.removed_ids == first.removed_ids and weights.stat().st_mtime_ns == stamp
+    saved = io.read_json(config)
+    saved["inputs"] = {
+        "data/noisy.jsonl": saved["inputs"]["noisy"]["sha256"],
+        "data/safe.jsonl": saved["inputs"]["safe"]["sha256"],
+    }
+    saved["config"]["model"] = cfg.model  # older versions recorded the model as given
+    io.write_json(config, saved)
+    assert run_forgetfilter(noisy, safe, tmp_path / "run", cfg).removed_ids == first.removed_ids
+    assert weights.stat().st_mtime_ns == stamp
+    assert io.read_json(config)["config"]["model"] == os.path.abspath(micro_model_dir)
+    io.write_jsonl(noisy, io.read_jsonl(noisy)[1:])
+    with pytest.raises(ConfigError, match="input files"):
+        run_forgetfilter(noisy, safe, tmp_path / "run", cfg)
+
+
 def test_scores_do_not_depend_on_labels(micro_model_dir, tmp_path):
     noisy, safe = make_data(tmp_path)
     cfg = micro_config(str(micro_model_dir), safety_steps=2, final=False)
@@ -166,7 +208,14 @@ def test_scores_do_not_depend_on_labels(micro_model_dir, tmp_path):
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["quality"] is None
 
 
-def test_lora_run_stacks_safety_finetuning_on_the_noisy_adapter(micro_model_dir, tmp_path):
+def test_lora_run_stacks_safety_finetuning_on_the_noisy_adapter(
+    micro_model_dir, tmp_path, monkeypatch
+):
+    from forgetfilter import pipeline
+
+    scored_with = []
+    spy = lambda model, *a, **k: scored_with.append(model) or score_values(model, *a, **k)  # noqa: E731
+    monkeypatch.setattr(pipeline, "score_values", spy)
     noisy, safe = make_data(tmp_path)
     cfg = default_run_config(
         str(micro_model_dir),
@@ -182,6 +231,14 @@ def test_lora_run_stacks_safety_finetuning_on_the_noisy_adapter(micro_model_dir,
     for stage in ("m1", "m2", "final"):
         assert (tmp_path / "run" / stage / "model" / "adapter_config.json").exists()
     assert result.summary["counts"]["input"] == 36
+    # Scoring merged the adapter into the float32 weights: the same scores as the adapter kept apart.
+    assert scored_with and not any(is_peft_model(m) for m in scored_with)
+    model, tok = load_model(tmp_path / "run" / "m2" / "model")
+    assert is_peft_model(model)
+    examples = read_examples(noisy)[0]
+    apart = score_values(model, tok, examples, cfg, progress=False)
+    saved = {r["id"]: r["score"] for r in io.read_jsonl(tmp_path / "run" / "scores_after.jsonl")}
+    np.testing.assert_allclose([saved[ex.id] for ex in examples], apart, atol=1e-5)
 
 
 def test_a_moved_run_directory_resumes(micro_model_dir, tmp_path):

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from forgetfilter import io
 from forgetfilter.cli import main
 from forgetfilter.errors import ConfigError, NumericalError
-from forgetfilter.models import LoraSettings, load_model
+from forgetfilter.models import LoraSettings, is_peft_model, load_model
 from forgetfilter.training import FAULT_EXIT_CODE, TrainConfig, lr_at, train
 
 FAST = dict(lr=3e-3, batch_size=8, micro_batch_size=4, max_length=64, warmup_ratio=0.0)
@@ -186,12 +186,16 @@ def test_two_process_torchrun_matches_one_process(micro_model_dir, micro_records
     load_model(tmp_path / "two")
 
 
-def test_continue_from_previous_output_dir(micro_model_dir, micro_records, tmp_path):
+def test_continue_from_previous_output_dir(micro_model_dir, micro_records, tmp_path, monkeypatch):
     cfg = TrainConfig(max_steps=2, **FAST)
-    first = train(str(micro_model_dir), micro_records, tmp_path / "m1", cfg, progress=False)
+    monkeypatch.chdir(Path(micro_model_dir).parent)  # the base model named by a relative path
+    first = train(Path(micro_model_dir).name, micro_records, tmp_path / "m1", cfg, progress=False)
+    monkeypatch.chdir(tmp_path)
     lora = train(str(tmp_path / "m1"), micro_records, tmp_path / "m2", cfg, progress=False)
     base = io.read_json(lora.model_dir / "adapter_config.json")["base_model_name_or_path"]
     assert Path(base).resolve() == Path(micro_model_dir).resolve()  # the same adapter, trained on
+    assert Path(base).is_absolute()  # so the adapter loads from any working directory
+    assert is_peft_model(load_model(first.model_dir)[0])
     wa, wb = weights(first.model_dir), weights(lora.model_dir)
     assert wa.keys() == wb.keys() and any(not torch.equal(wa[k], wb[k]) for k in wa)
     full = train(

@@ -364,7 +364,7 @@ def _load(model: Any) -> tuple[Any, Any, str]:
         return m, tok, str(getattr(getattr(m, "config", None), "_name_or_path", "") or "<loaded>")
     from .models import load_model
 
-    m, tok = load_model(str(model))
+    m, tok = load_model(str(model), merge=True)
     return m, tok, str(model)
 
 

@@ -45,7 +45,8 @@ def resolve_model(name_or_path: str | Path) -> str:
 
     `tiny`, `tiny:PRESET` and `tiny:PRESET:SEED` name the built-in model, built once into
     `cache_dir()/models/tiny-<preset>-s<seed>` (under a file lock, so concurrent processes build it
-    once). A training output directory resolves to its `model/`. Anything else is returned as given.
+    once). A training output directory resolves to its `model/`; a local path is made absolute
+    (`canonical_name`); a hub id is returned as given.
     """
     name = str(name_or_path)
     if name == "tiny" or name.startswith("tiny:"):
@@ -53,8 +54,20 @@ def resolve_model(name_or_path: str | Path) -> str:
         return str(ensure_tiny(preset, seed))
     path = Path(name).expanduser()
     if (path / "model").is_dir() and (path / "train_state.json").exists():
-        return str(path / "model")
-    return str(path) if path.exists() else name
+        return os.path.abspath(path / "model")
+    return canonical_name(name)
+
+
+def canonical_name(name_or_path: str | Path) -> str:
+    """How a run records a model: an existing local path made absolute, anything else as given.
+
+    Adapters record their base model this way, so they load from any working directory.
+    """
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if name == "tiny" or name.startswith("tiny:") or not path.exists():
+        return name
+    return os.path.abspath(path)
 
 
 def _parse_tiny(name: str) -> tuple[str, int]:
@@ -156,6 +169,7 @@ def load_model(
     dtype: str | torch.dtype | None = None,
     device: str | torch.device | None = None,
     trainable: bool = False,
+    merge: bool = False,
 ) -> tuple[Any, Any]:
     """Load `(model, tokenizer)` from a model dir, hub id, `tiny`, adapter dir or training output dir.
 
@@ -163,6 +177,8 @@ def load_model(
     EOS as its pad token when it has none. The model is moved to `device` (default `pick_device()`)
     in `dtype` (see `resolve_dtype`). With `trainable=False` it is in eval mode with gradients off;
     with `trainable=True` it is in train mode and a peft adapter's weights are trainable.
+    `merge=True` (inference only) merges a float32 LoRA adapter into the base weights: the same
+    outputs within float rounding, at the cost of one plain forward pass (see `merge_for_inference`).
     """
     device = device or pick_device()
     path = resolve_model(name_or_path)
@@ -174,11 +190,26 @@ def load_model(
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, path, is_trainable=trainable)
+        if merge and not trainable:
+            model = merge_for_inference(model)
     tokenizer = _load_tokenizer(path if _has_tokenizer(path) else base_path)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.to(device)
     _set_mode(model, trainable, adapter=bool(adapter_cfg))
     return model, tokenizer
+
+
+def merge_for_inference(model: nn.Module) -> nn.Module:
+    """`model` with its LoRA adapter merged into the base weights when those are float32.
+
+    An unmerged adapter adds two small matrix products per adapted layer to every forward pass.
+    Half-precision weights keep the adapter separate: rounding the merged weights to bf16 drops
+    part of a small adapter update, and the forgetting signal is the difference of two adapters.
+    """
+    weights = next(model.parameters()).dtype
+    if is_peft_model(model) and weights == torch.float32:
+        return model.merge_and_unload()
+    return model
 
 
 def _adapter_config(path: str) -> dict | None:

@@ -133,9 +133,12 @@ class RunConfig:
 
     def fingerprint(self) -> dict:
         """What must match for a rerun to continue (everything but `final` and speed options)."""
+        from .models import canonical_name
+
         d = asdict(self)
         d.pop("final")
         d.pop("compile_generation")
+        d["model"] = canonical_name(self.model)
         return d
 
 
@@ -288,12 +291,24 @@ def _run_stages(
 
 # ------------------------------------------------------------------ configuration and inputs
 def check_config(out_dir: Path, cfg: RunConfig, inputs: Sequence[str | Path], force: bool) -> None:
-    """Refuse to continue a run directory made with another configuration, unless `force`."""
-    want = {"config": cfg.fingerprint(), "inputs": {str(p): file_sha256(p) for p in inputs}}
+    """Refuse to continue a run directory made with another configuration, unless `force`.
+
+    Input files are compared by content (sha256), so the same files named by another path (an
+    absolute path, another working directory) continue the run; config.json records the latest paths.
+    """
+    files = {role: Path(p) for role, p in zip(("noisy", "safe"), inputs, strict=True)}
+    want = {
+        "config": cfg.fingerprint(),
+        "inputs": {
+            r: {"path": str(p.resolve()), "sha256": file_sha256(p)} for r, p in files.items()
+        },
+    }
     path = out_dir / "config.json"
     if path.exists():
         have = io.read_json(path)
-        if have == want:
+        if _same_config(have.get("config", {}), want["config"]) and _hashes(have) == _hashes(want):
+            if have != want:  # same files, named by another path: record where they are now
+                io.write_json(path, want)
             return
         if not force:
             changed = sorted(
@@ -314,6 +329,19 @@ def check_config(out_dir: Path, cfg: RunConfig, inputs: Sequence[str | Path], fo
             for p in out_dir.glob(stage + "*"):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
     io.write_json(path, want)
+
+
+def _same_config(have: dict, want: dict) -> bool:
+    """Equal fingerprints (a model path recorded relative by older versions counts as absolute)."""
+    from .models import canonical_name
+
+    return {**have, "model": canonical_name(have.get("model", ""))} == want
+
+
+def _hashes(saved: dict) -> list[str]:
+    """The input files' sha256 in order (also from runs that keyed them by the path given)."""
+    values = saved.get("inputs", {}).values()
+    return [v["sha256"] if isinstance(v, dict) else v for v in values]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -516,7 +544,7 @@ def _scores_in_order(rows: list[dict], examples: Sequence[Example], path: Path) 
 def _load(model_path: str, device: str | None = None):
     from .models import load_model
 
-    return load_model(model_path, device=device)
+    return load_model(model_path, device=device, merge=True)
 
 
 # ------------------------------------------------------------------ filtering

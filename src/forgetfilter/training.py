@@ -67,6 +67,7 @@ from .models import (
     LoraSettings,
     apply_lora,
     attention_backends,
+    canonical_name,
     is_peft_model,
     load_model,
     max_positions,
@@ -653,19 +654,22 @@ class _Run:
 # ---------------------------------------------------------------- helpers
 def _portable(model: str, out_dir: Path) -> str:
     """`model` as recorded: relative to `out_dir` when it lies in the same run directory (e.g. the
-    previous stage's model), so a moved or copied run directory still resumes; else as given."""
+    previous stage's model), so a moved or copied run directory still resumes; else an absolute
+    path (`models.canonical_name`), or a hub id as given."""
     path = Path(model)
     if not path.exists():
-        return model
+        return canonical_name(model)
     base = out_dir.resolve().parent
     target = path.resolve()
     if base not in target.parents:
-        return model
+        return canonical_name(model)
     return os.path.relpath(target, out_dir.resolve())
 
 
 def _same_path(a: object, b: str) -> bool:
-    return isinstance(a, str) and Path(a).is_absolute() and Path(a) == Path(b).resolve()
+    """Whether a recorded model path (absolute, or relative to this directory as older versions
+    wrote it) names the same local model as `b`."""
+    return isinstance(a, str) and Path(a).exists() and Path(a).resolve() == Path(b).resolve()
 
 
 def _comparable(identity: dict) -> dict:
