@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -132,6 +134,32 @@ def test_adapter_save_load_and_merge(micro_model_dir, tmp_path):
     torch.testing.assert_close(logits(inference, itok), expected, atol=1e-4, rtol=1e-4)
     half, _ = load_model(tmp_path / "adapter", merge=True, dtype="bf16")
     assert models.is_peft_model(half)  # bf16 weights would round a small update away
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no library deprecation noise on an adapter load
+        load_model(tmp_path / "adapter")
+
+
+def test_known_library_noise_is_silenced_only_inside():
+    log = logging.getLogger("transformers.modeling_utils")
+    seen: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())
+    log.addHandler(handler)
+    advice = (
+        "We strongly recommend passing in an `attention_mask` since your input_ids may be padded."
+    )
+    try:
+        with models.known_library_noise_silenced():
+            log.warning(advice)
+            warnings.warn("`is_gradient_checkpointing` is deprecated", FutureWarning, stacklevel=1)
+            log.warning("another message")
+        assert seen == ["another message"]
+        log.warning(advice)
+        assert seen[-1] == advice
+        with pytest.warns(FutureWarning):
+            warnings.warn("`is_gradient_checkpointing` is deprecated", FutureWarning, stacklevel=1)
+    finally:
+        log.removeHandler(handler)
 
 
 def test_trainable_adapter_reload(micro_model_dir, tmp_path):

@@ -369,6 +369,10 @@ def _run_eval(a: argparse.Namespace) -> int:
         outputs_path=a.outputs,
         progress=not a.no_progress,
     )
+    if a.no_progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # also the weight-loading bar
     result = evaluate(a.model, a.suite, a.data, cfg)
     write_json(a.out, result)
     print(format_table(result))

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,7 +191,8 @@ def load_model(
     if adapter_cfg:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, path, is_trainable=trainable)
+        with known_library_noise_silenced():
+            model = PeftModel.from_pretrained(model, path, is_trainable=trainable)
         if merge and not trainable:
             model = merge_for_inference(model)
     tokenizer = _load_tokenizer(path if _has_tokenizer(path) else base_path)
@@ -326,7 +329,32 @@ def apply_lora(model: nn.Module, settings: LoraSettings | None = None) -> nn.Mod
         target_modules=targets,
         fan_in_fan_out=fan_in_fan_out,
     )
-    return get_peft_model(model, config)
+    with known_library_noise_silenced():
+        return get_peft_model(model, config)
+
+
+class _DropMaskAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "strongly recommend passing in an `attention_mask`" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def known_library_noise_silenced() -> Iterator[None]:
+    """Silence two library messages that do not apply to our calls.
+
+    peft 0.21 reads a property transformers 5 deprecated (a FutureWarning on every adapter load),
+    and transformers advises an attention mask when a decoding step's input holds the pad id: our
+    `generate` calls pass one, and the pad ids are the fill of rows that already ended.
+    """
+    log = logging.getLogger("transformers.modeling_utils")
+    drop = _DropMaskAdvice()
+    log.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+            yield
+    finally:
+        log.removeFilter(drop)
 
 
 def is_peft_model(model: nn.Module) -> bool:

@@ -30,7 +30,7 @@ from .batching import (
     response_ids,
     token_budget_batches,
 )
-from .models import attention_backends
+from .models import attention_backends, known_library_noise_silenced
 from .records import Example
 
 SIGNALS = ("loss", "rouge")
@@ -231,7 +231,7 @@ def generate(
             extra["stopping_criteria"] = StoppingCriteriaList(
                 [stop, *extra.get("stopping_criteria", [])]
             )
-        with attention_backends(device):
+        with attention_backends(device), known_library_noise_silenced():
             out = model.generate(
                 **b,
                 max_new_tokens=max(limits[i] for i in batch),
