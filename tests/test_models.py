@@ -170,6 +170,12 @@ def test_trainable_adapter_reload(micro_model_dir, tmp_path):
     assert names and all("lora_" in n for n in names)
     export_merged(tmp_path / "a", tmp_path / "m")
     assert Path(tmp_path / "m" / "model.safetensors").exists()
+    config = io.read_json(tmp_path / "a" / "adapter_config.json")
+    io.write_json(
+        tmp_path / "a" / "adapter_config.json", {**config, "base_model_name_or_path": "./gone"}
+    )
+    with pytest.raises(ConfigError, match="names its base model './gone', which is not found"):
+        load_model(tmp_path / "a")
 
 
 def test_attention_backends_leave_out_cudnn_on_cuda_only(monkeypatch):

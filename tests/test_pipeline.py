@@ -149,6 +149,19 @@ def test_rerun_skips_completed_stages_and_changed_config_is_refused(micro_model_
     run_forgetfilter(noisy, safe, tmp_path / "run", changed, force=True)
 
 
+def test_a_mistyped_model_fails_clearly_and_a_corrected_rerun_needs_no_force(
+    micro_model_dir, tmp_path
+):
+    from forgetfilter.errors import ConfigError
+
+    noisy, safe = make_data(tmp_path)
+    wrong = micro_config(str(tmp_path / "no-such-model"), safety_steps=2, final=False)
+    with pytest.raises(ConfigError, match="no-such-model.*no such file or directory"):
+        run_forgetfilter(noisy, safe, tmp_path / "run", wrong)
+    cfg = micro_config(str(micro_model_dir), safety_steps=2, final=False)
+    assert run_forgetfilter(noisy, safe, tmp_path / "run", cfg).summary["counts"]["input"] == 36
+
+
 def test_the_same_input_files_by_another_path_continue_the_run(
     micro_model_dir, tmp_path, monkeypatch
 ):

@@ -187,6 +187,13 @@ def load_model(
     torch_dtype = resolve_dtype(dtype, device)
     adapter_cfg = _adapter_config(path)
     base_path = resolve_model(adapter_cfg["base_model_name_or_path"]) if adapter_cfg else path
+    _check_local(path)
+    if adapter_cfg and _looks_local(base_path) and not Path(base_path).exists():
+        raise ConfigError(
+            f"the adapter in {path} names its base model {base_path!r}, which is not found from "
+            f"{Path.cwd()} (older versions recorded a path relative to the directory the training "
+            "ran in: run from there, or set base_model_name_or_path in its adapter_config.json)"
+        )
     model = _from_pretrained(base_path, torch_dtype)
     if adapter_cfg:
         from peft import PeftModel
@@ -223,6 +230,16 @@ def _adapter_config(path: str) -> dict | None:
 def _has_tokenizer(path: str) -> bool:
     p = Path(path)
     return (p / "tokenizer_config.json").exists() or (p / "tokenizer.json").exists()
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~"))
+
+
+def _check_local(name: str) -> None:
+    """A name written as a path (`./m`, `/m`, `~/m`) that does not exist is a clear error."""
+    if _looks_local(name) and not Path(name).expanduser().exists():
+        raise ConfigError(f"cannot load model {name!r}: no such file or directory")
 
 
 def _from_pretrained(path: str, dtype: torch.dtype) -> nn.Module:

@@ -293,6 +293,9 @@ def _run_stages(
 def check_config(out_dir: Path, cfg: RunConfig, inputs: Sequence[str | Path], force: bool) -> None:
     """Refuse to continue a run directory made with another configuration, unless `force`.
 
+    A run that stopped before any model or score was written (e.g. a mistyped --model) is
+    replaced without `force`.
+
     Input files are compared by content (sha256), so the same files named by another path (an
     absolute path, another working directory) continue the run; config.json records the latest paths.
     """
@@ -310,25 +313,33 @@ def check_config(out_dir: Path, cfg: RunConfig, inputs: Sequence[str | Path], fo
             if have != want:  # same files, named by another path: record where they are now
                 io.write_json(path, want)
             return
-        if not force:
-            changed = sorted(
-                k for k in want["config"] if have.get("config", {}).get(k) != want["config"][k]
-            )
-            what = ", ".join(changed) or "input files"
-            raise ConfigError(
-                f"{out_dir} holds a run with another configuration (changed: {what}); "
-                "use another --out, or --force to discard it and start again"
-            )
-        for stage in STAGES + (
-            "scores.jsonl",
-            "kept.jsonl",
-            "removed.jsonl",
-            "summary.json",
-            "timings.json",
-        ):
-            for p in out_dir.glob(stage + "*"):
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        if not force and _has_work(out_dir):
+            _refuse_changed(out_dir, have, want)
+        _discard_outputs(out_dir)
     io.write_json(path, want)
+
+
+def _has_work(out_dir: Path) -> bool:
+    """Whether anything past reading the inputs exists (a model, scores, checkpoints)."""
+    return any(any(out_dir.glob(stage + "*")) for stage in STAGES[1:])
+
+
+def _refuse_changed(out_dir: Path, have: dict, want: dict) -> None:
+    changed = sorted(
+        k for k in want["config"] if have.get("config", {}).get(k) != want["config"][k]
+    )
+    what = ", ".join(changed) or "input files"
+    raise ConfigError(
+        f"{out_dir} holds a run with another configuration (changed: {what}); "
+        "use another --out, or --force to discard it and start again"
+    )
+
+
+def _discard_outputs(out_dir: Path) -> None:
+    extra = ("scores.jsonl", "kept.jsonl", "removed.jsonl", "summary.json", "timings.json")
+    for stage in STAGES + extra:
+        for p in out_dir.glob(stage + "*"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 def _same_config(have: dict, want: dict) -> bool:
