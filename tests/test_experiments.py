@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -123,9 +124,7 @@ def test_report_without_results_is_a_clear_error(tmp_path, capsys):
 def test_scales_are_sized_as_documented():
     assert SCALES["paper"].n == 5000 and SCALES["paper"].n_safe is None
     assert 300 <= SCALES["small"].n <= 600
-    assert (
-        json.loads(json.dumps(experiments.dataclasses.asdict(SCALES["small"])))["name"] == "small"
-    )
+    assert json.loads(json.dumps(dataclasses.asdict(SCALES["small"])))["name"] == "small"
 
 
 def test_ablate_sweeps_ratio_steps_and_phi(micro, tmp_path):
@@ -138,3 +137,21 @@ def test_ablate_sweeps_ratio_steps_and_phi(micro, tmp_path):
     assert len(steps) == SCALES["test"].ablate_points and all("auroc" in s for s in steps)
     assert res["ratios"]["0.5"]["summary"]["normalise"] == "relative+learning"
     assert len(res["phi"]) > 2 and (tmp_path / "abl" / "report.html").exists()
+
+
+def test_interleaved_rounds_against_filtering_first(micro, tmp_path):
+    res = run_experiment("interleaved", _ctx(tmp_path / "il", micro))
+    rounds = SCALES["test"].rounds
+    phases = [(p["round"], p["phase"]) for p in res["interleaved"]]
+    assert phases == [
+        (k, phase)
+        for k in range(1, rounds + 1)
+        for phase in ("after noisy chunk", "after safety finetune")
+    ]
+    assert [p["round"] for p in res["filter_first"]] == list(range(1, rounds + 1))
+    removed = res["filter_summary"]["counts"]["removed"]
+    assert sum(p["n_kept"] for p in res["filter_first"]) == 24 - removed
+    assert len(res["rows"]) == 3 * rounds and res["metric"] == "s_AMB"
+    assert all("s_amb" in p["eval"]["bias"] for p in res["filter_first"] + res["interleaved"])
+    for f in ("interleaved.png", "interleaved_squad.png", "report.html"):
+        assert list((tmp_path / "il").rglob(f)), f
