@@ -191,7 +191,9 @@ def merge_rows(run_dir: Path, args) -> list[dict]:
     apart, tok = load_model(run_dir / "m1" / "model", device=args.device, dtype="fp32")
     if not is_peft_model(apart):
         return []
-    merged = merge_for_inference(load_model(run_dir / "m1" / "model", device=args.device)[0])
+    merged = merge_for_inference(  # float32 on every device: merging is what is timed
+        load_model(run_dir / "m1" / "model", device=args.device, dtype="fp32")[0]
+    )
     kw = {"batch_size": args.batch_size, "max_length": args.max_length, "progress": False}
     times: dict[tuple[str, str], list[float]] = {}
     for _ in range(3):
