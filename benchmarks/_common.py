@@ -287,7 +287,11 @@ def hf_trainer_run(
 
     enc = batching.encode_all(tokenizer, records, max_length)
     data = [
-        {"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids), "labels": e.labels}
+        {
+            "input_ids": e.input_ids.tolist(),
+            "attention_mask": [1] * len(e.input_ids),
+            "labels": e.labels.tolist(),
+        }
         for e in enc
     ]
     device = next(model.parameters()).device

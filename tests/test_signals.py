@@ -48,7 +48,7 @@ def _examples(n: int = 11) -> list[Example]:
 def _reference_nll(model, tokenizer, ex: Example, max_length: int) -> float:
     """Unbatched, unpadded mean response NLL from full logits."""
     enc = encode_example(tokenizer, ex, max_length)
-    ids = torch.tensor([enc.input_ids])
+    ids = torch.tensor(enc.input_ids, dtype=torch.long)[None]
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0, :-1].double()
     labels = torch.tensor(enc.labels[1:])
@@ -239,6 +239,11 @@ def test_encode_all_equals_encode_example_one_by_one(model_and_tokenizer, loss_o
     single = [encode_example(tokenizer, ex, max_length, loss_on) for ex in examples]
     assert batched == single
     assert any(e.truncated for e in single) == (max_length == 16)
+    for e in batched:  # 4 bytes a token; labels derived: -100 on the prompt unless loss_on="full"
+        assert e.input_ids.dtype == np.int32
+        no_loss = e.prompt_len if loss_on == "response" else 0
+        assert e.labels.tolist() == [-100] * no_loss + e.input_ids[no_loss:].tolist()
+        assert e.n_labels == len(e.input_ids) - no_loss
 
 
 def test_compiled_generation_plan_gives_the_same_text(model_and_tokenizer, monkeypatch):

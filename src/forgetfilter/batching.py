@@ -21,14 +21,40 @@ MIN_PROMPT_TOKENS = 16
 IGNORE_INDEX = -100
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Encoded:
-    """Token ids of one record, with `labels` = -100 where no loss is taken."""
+    """Token ids of one record (int32), where its loss starts, and whether it was cut.
 
-    input_ids: list[int]
-    labels: list[int]
+    `labels` (the ids, with -100 before `label_start`) are derived when needed, so a record held
+    for training or scoring costs 4 bytes a token.
+    """
+
+    input_ids: np.ndarray
+    label_start: int
     prompt_len: int
     truncated: bool
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The ids as int64 with `IGNORE_INDEX` where no loss is taken."""
+        labels = self.input_ids.astype(np.int64)
+        labels[: self.label_start] = IGNORE_INDEX
+        return labels
+
+    @property
+    def n_labels(self) -> int:
+        """How many positions carry a label."""
+        return len(self.input_ids) - self.label_start
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Encoded):
+            return NotImplemented
+        same = (self.label_start, self.prompt_len, self.truncated)
+        return same == (other.label_start, other.prompt_len, other.truncated) and np.array_equal(
+            self.input_ids, other.input_ids
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def prompt_ids(tokenizer, prompt: str) -> list[int]:
@@ -67,10 +93,8 @@ def _assemble(
     truncated = len(p_ids) + len(r_ids) > max_length
     r_ids = r_ids[: max(max_length - MIN_PROMPT_TOKENS, 1)]
     p_ids = truncate_prompt(p_ids, max_length - len(r_ids), bos_id)
-    labels = list(r_ids) if loss_on == "response" else p_ids + r_ids
-    if loss_on == "response":
-        labels = [IGNORE_INDEX] * len(p_ids) + labels
-    return Encoded(p_ids + r_ids, labels, len(p_ids), truncated)
+    ids = np.asarray(p_ids + r_ids, dtype=np.int32)
+    return Encoded(ids, len(p_ids) if loss_on == "response" else 0, len(p_ids), truncated)
 
 
 def encode_prompt(tokenizer, prompt: str, max_length: int) -> list[int]:
@@ -79,25 +103,25 @@ def encode_prompt(tokenizer, prompt: str, max_length: int) -> list[int]:
 
 
 def encode_all(
-    tokenizer, examples: Sequence[Example], max_length: int, loss_on: str = "response"
+    tokenizer,
+    examples: Sequence[Example],
+    max_length: int,
+    loss_on: str = "response",
+    chunk: int = 1024,
 ) -> list[Encoded]:
-    """Encode many records, the same as `encode_example` on each, tokenising in batches."""
-    prompts = _batch_ids(tokenizer, [render_prompt(ex.prompt) for ex in examples], True)
-    responses = _batch_ids(tokenizer, [ex.response for ex in examples], False)
+    """Encode many records, the same as `encode_example` on each, tokenising `chunk` at a time.
+
+    Fast tokenizers run a chunk in parallel; only one chunk's Python token lists exist at a time.
+    """
     eos, bos = tokenizer.eos_token_id, tokenizer.bos_token_id
-    return [
-        _assemble(p, r + [eos], max_length, loss_on, bos)
-        for p, r in zip(prompts, responses, strict=True)
-    ]
-
-
-def _batch_ids(tokenizer, texts: list[str], special: bool, chunk: int = 1024) -> list[list[int]]:
-    """Token ids of each text, tokenised `chunk` texts per call (fast tokenizers run them in parallel)."""
-    out: list[list[int]] = []
-    for i in range(0, len(texts), chunk):
+    out: list[Encoded] = []
+    for i in range(0, len(examples), chunk):
+        part = examples[i : i + chunk]
+        prompts = tokenizer([render_prompt(ex.prompt) for ex in part])["input_ids"]
+        responses = tokenizer([ex.response for ex in part], add_special_tokens=False)["input_ids"]
         out += [
-            list(x)
-            for x in tokenizer(texts[i : i + chunk], add_special_tokens=special)["input_ids"]
+            _assemble(list(p), list(r) + [eos], max_length, loss_on, bos)
+            for p, r in zip(prompts, responses, strict=True)
         ]
     return out
 
@@ -150,16 +174,17 @@ def collate(
 ) -> dict[str, torch.Tensor]:
     """Pad a batch to its longest member: input_ids, attention_mask and labels tensors."""
     width = max(len(e.input_ids) for e in encoded)
-    ids, mask, labels = [], [], []
-    for e in encoded:
-        pad = width - len(e.input_ids)
-        ids.append(_pad(e.input_ids, pad, pad_id, side))
-        mask.append(_pad([1] * len(e.input_ids), pad, 0, side))
-        labels.append(_pad(e.labels, pad, IGNORE_INDEX, side))
+    ids = np.full((len(encoded), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(encoded), width), dtype=np.int64)
+    labels = np.full((len(encoded), width), IGNORE_INDEX, dtype=np.int64)
+    for row, e in enumerate(encoded):
+        n = len(e.input_ids)
+        cols = slice(0, n) if side == "right" else slice(width - n, width)
+        ids[row, cols], mask[row, cols], labels[row, cols] = e.input_ids, 1, e.labels
     return {
-        "input_ids": torch.tensor(ids, dtype=torch.long),
-        "attention_mask": torch.tensor(mask, dtype=torch.long),
-        "labels": torch.tensor(labels, dtype=torch.long),
+        "input_ids": torch.from_numpy(ids),
+        "attention_mask": torch.from_numpy(mask),
+        "labels": torch.from_numpy(labels),
     }
 
 

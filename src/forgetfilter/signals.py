@@ -117,7 +117,7 @@ def response_nll(
         b = {k: v.to(device) for k, v in collate(rows, pad_id, side="left").items()}
         mask = b["attention_mask"]
         position_ids = (mask.cumsum(1) - 1).clamp(min=0)
-        keep = max(sum(1 for t in e.labels if t != IGNORE_INDEX) for e in rows) + 1
+        keep = max(e.n_labels for e in rows) + 1
         keep = min(keep, b["input_ids"].shape[1])
         logits = model(
             input_ids=b["input_ids"],

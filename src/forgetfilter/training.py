@@ -703,7 +703,8 @@ def _sum_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def _n_loss_tokens(e: batching.Encoded) -> int:
-    return sum(1 for label in e.labels[1:] if label != batching.IGNORE_INDEX)
+    """Positions whose label enters the loss (the first token predicts nothing)."""
+    return len(e.input_ids) - max(e.label_start, 1)
 
 
 def _rank_file(directory: Path, kind: str, rank: int) -> Path:
