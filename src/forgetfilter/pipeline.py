@@ -517,20 +517,7 @@ def score_stage(
     ranks.barrier()  # every process has looked before the merged file can appear
     if not done:
         parts = out.with_suffix(".parts")
-        model = tokenizer = None
-        starts = range(0, len(examples), SCORE_SHARD)
-        for k, start in enumerate(starts):
-            shard = parts / f"part-{k:05d}.jsonl"
-            if k % ranks.world != ranks.rank or shard.exists():
-                continue
-            if model is None:
-                model, tokenizer = _load(model_path, ranks.device)
-            chunk = examples[start : start + SCORE_SHARD]
-            values = score_values(model, tokenizer, chunk, cfg, progress=ranks.main)
-            io.write_jsonl(
-                shard, ({"id": ex.id, "score": v} for ex, v in zip(chunk, values, strict=True))
-            )
-            io.fault_point(f"{out.stem}:{k}")
+        _score_shards(model_path, examples, parts, out.stem, cfg, ranks)
         ranks.barrier()
         if ranks.main:
             rows = [r for p in sorted(parts.glob("part-*.jsonl")) for r in io.read_jsonl(p)]
@@ -540,6 +527,36 @@ def score_stage(
     if ranks.main:
         shutil.rmtree(out.with_suffix(".parts"), ignore_errors=True)
     return _scores_in_order(io.read_jsonl(out), examples, out)
+
+
+def _score_shards(
+    model_path: str, examples: Sequence[Example], parts: Path, stage: str, cfg: RunConfig, ranks
+) -> None:
+    """Write this process's missing shards (`SCORE_SHARD` examples each) under `parts`."""
+    from tqdm.auto import tqdm
+
+    shards = [
+        (k, examples[start : start + SCORE_SHARD], parts / f"part-{k:05d}.jsonl")
+        for k, start in enumerate(range(0, len(examples), SCORE_SHARD))
+        if k % ranks.world == ranks.rank
+    ]
+    todo = [s for s in shards if not s[2].exists()]
+    total = sum(len(chunk) for _, chunk, _ in shards)
+    done = total - sum(len(chunk) for _, chunk, _ in todo)
+    bar = tqdm(
+        total=total, initial=done, desc=f"{stage} ({cfg.signal})", unit="ex", disable=not ranks.main
+    )
+    model = tokenizer = None
+    for k, chunk, shard in todo:
+        if model is None:
+            model, tokenizer = _load(model_path, ranks.device)
+        values = score_values(model, tokenizer, chunk, cfg, progress=False)
+        io.write_jsonl(
+            shard, ({"id": ex.id, "score": v} for ex, v in zip(chunk, values, strict=True))
+        )
+        bar.update(len(chunk))
+        io.fault_point(f"{stage}:{k}")
+    bar.close()
 
 
 def _scores_in_order(rows: list[dict], examples: Sequence[Example], path: Path) -> np.ndarray:
