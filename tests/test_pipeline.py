@@ -296,7 +296,7 @@ def test_two_process_run_matches_one_process(micro_model_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     killed = run_cmd(cmd, {**env, "FORGETFILTER_FAULT_AT": "scores_before:1"}, timeout=300)
     assert killed.returncode != 0  # the second process died after writing its scoring shard
-    assert (tmp_path / "two" / "scores_before.parts" / "part-00001.jsonl").exists()
+    assert (tmp_path / "two" / "scores_before.shards" / "part-00001.jsonl").exists()
     proc = run_cmd(cmd, env, timeout=300)  # the same command finishes the run
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert proc.stdout.count("removed") == main_lines(tmp_path / "one")  # printed once
@@ -307,7 +307,7 @@ def test_two_process_run_matches_one_process(micro_model_dir, tmp_path):
         np.testing.assert_allclose([r[key] for r in two], [r[key] for r in one], atol=2e-3)
     s1, s2 = (io.read_json(tmp_path / d / "summary.json") for d in ("one", "two"))
     assert s2["counts"] == s1["counts"]
-    assert not list((tmp_path / "two").glob("*.parts"))
+    assert not list((tmp_path / "two").glob("*.shards"))
 
 
 def main_lines(run_dir) -> int:

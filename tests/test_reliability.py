@@ -198,7 +198,7 @@ def cli_subprocess(args: list[str], timeout: float = 240) -> subprocess.Complete
 
 def hidden_temps(run_dir: Path) -> list[str]:
     """Temp files and dirs (`.*.tmp`) and score shard dirs left in a run directory."""
-    found = list(run_dir.rglob(f".*{ffio.TEMP_SUFFIX}")) + list(run_dir.glob("*.parts"))
+    found = list(run_dir.rglob(f".*{ffio.TEMP_SUFFIX}")) + list(run_dir.glob("*.shards"))
     return sorted(str(p.relative_to(run_dir)) for p in found)
 
 

@@ -516,17 +516,29 @@ def score_stage(
     done = out.exists()
     ranks.barrier()  # every process has looked before the merged file can appear
     if not done:
-        parts = out.with_suffix(".parts")
+        parts = out.with_suffix(".shards")  # (".parts" held input-order shards: not reused)
         _score_shards(model_path, examples, parts, out.stem, cfg, ranks)
         ranks.barrier()
         if ranks.main:
             rows = [r for p in sorted(parts.glob("part-*.jsonl")) for r in io.read_jsonl(p)]
-            io.write_jsonl(out, rows)
+            position = {ex.id: i for i, ex in enumerate(examples)}
+            io.write_jsonl(out, sorted(rows, key=lambda r: position.get(r["id"], len(position))))
         ranks.barrier()
     # Shards are deleted only once the merged file is in place (also after a kill right between).
     if ranks.main:
-        shutil.rmtree(out.with_suffix(".parts"), ignore_errors=True)
+        for leftover in (".shards", ".parts"):
+            shutil.rmtree(out.with_suffix(leftover), ignore_errors=True)
     return _scores_in_order(io.read_jsonl(out), examples, out)
+
+
+def shard_order(examples: Sequence[Example]) -> list[int]:
+    """Positions by decreasing text length (ties by position), the order scoring shards are cut in.
+
+    Records in a shard then have similar lengths, so its batches pad as little as a whole-set sort
+    would (scoring sorts by token length inside each shard).
+    """
+    size = [len(ex.prompt) + len(ex.response) for ex in examples]
+    return sorted(range(len(examples)), key=lambda i: (-size[i], i))
 
 
 def _score_shards(
@@ -535,8 +547,13 @@ def _score_shards(
     """Write this process's missing shards (`SCORE_SHARD` examples each) under `parts`."""
     from tqdm.auto import tqdm
 
+    order = shard_order(examples)
     shards = [
-        (k, examples[start : start + SCORE_SHARD], parts / f"part-{k:05d}.jsonl")
+        (
+            k,
+            [examples[i] for i in order[start : start + SCORE_SHARD]],
+            parts / f"part-{k:05d}.jsonl",
+        )
         for k, start in enumerate(range(0, len(examples), SCORE_SHARD))
         if k % ranks.world == ranks.rank
     ]
