@@ -77,6 +77,10 @@ def test_run_writes_auditable_outputs(micro_model_dir, tmp_path):
     assert c["input"] == c["kept"] + c["removed"] + c["rejected_at_load"] == 36
     assert set(summary["quality"]["forgetting"]) >= {"precision", "recall", "f1", "auroc"}
     assert (out / "final" / "model").exists()
+    for stage in ("scores_m0", "scores_before", "scores_after"):  # in input order, as read
+        assert [r["id"] for r in io.read_jsonl(out / f"{stage}.jsonl")] == [
+            r["id"] for r in io.read_jsonl(noisy)
+        ]
     rows = io.read_jsonl(out / "scores.jsonl")
     assert {"id", "before", "after", "forgetting", "removed", "m0"} <= set(rows[0])
     m0 = {r["id"]: r["score"] for r in io.read_jsonl(out / "scores_m0.jsonl")}
@@ -147,6 +151,13 @@ def test_rerun_skips_completed_stages_and_changed_config_is_refused(micro_model_
     with pytest.raises(ConfigError, match="safety_steps"):
         run_forgetfilter(noisy, safe, tmp_path / "run", changed)
     run_forgetfilter(noisy, safe, tmp_path / "run", changed, force=True)
+
+
+def test_scoring_shards_are_cut_by_text_length():
+    from forgetfilter.pipeline import shard_order
+
+    examples = [Example(f"e{i}", "p" * n, "r") for i, n in enumerate([3, 9, 1, 9, 5])]
+    assert shard_order(examples) == [1, 3, 4, 0, 2]  # longest first, ties in input order
 
 
 def test_a_mistyped_model_fails_clearly_and_a_corrected_rerun_needs_no_force(
