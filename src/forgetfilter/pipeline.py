@@ -325,9 +325,8 @@ def _has_work(out_dir: Path) -> bool:
 
 
 def _refuse_changed(out_dir: Path, have: dict, want: dict) -> None:
-    changed = sorted(
-        k for k in want["config"] if have.get("config", {}).get(k) != want["config"][k]
-    )
+    recorded = _canonical(have.get("config", {}))
+    changed = sorted(k for k in want["config"] if recorded.get(k) != want["config"][k])
     what = ", ".join(changed) or "input files"
     raise ConfigError(
         f"{out_dir} holds a run with another configuration (changed: {what}); "
@@ -344,9 +343,13 @@ def _discard_outputs(out_dir: Path) -> None:
 
 def _same_config(have: dict, want: dict) -> bool:
     """Equal fingerprints (a model path recorded relative by older versions counts as absolute)."""
+    return _canonical(have) == want
+
+
+def _canonical(recorded: dict) -> dict:
     from .models import canonical_name
 
-    return {**have, "model": canonical_name(have.get("model", ""))} == want
+    return {**recorded, "model": canonical_name(recorded.get("model", ""))}
 
 
 def _hashes(saved: dict) -> list[str]:
