@@ -381,6 +381,37 @@ def signal_cost_rows(b: Bench, model, tok, records, n: int) -> list[dict]:
     ]
 
 
+def shard_rows(b: Bench, model, tok, records) -> list[dict]:
+    """Pipeline scoring shards cut in input order vs by text length (`score_shards.py`), A-B-A-B."""
+    import score_shards as S  # noqa: N812
+
+    from forgetfilter.batching import encode_all
+    from forgetfilter.pipeline import default_run_config, shard_order
+
+    a, dev = b.args, b.args.device
+    lengths = [len(e.input_ids) for e in encode_all(tok, records, a.max_length)]
+    layouts = {
+        "input order": S.shards(list(range(len(records)))),
+        "by length": S.shards(shard_order(records)),
+    }
+    rows = []
+    for batch in (a.score_batch, a.big_score_batch):
+        cfg = default_run_config("model", max_length=a.max_length)
+        cfg.score_batch_size = batch
+        times: dict[str, list[float]] = {k: [] for k in layouts}
+        for name in list(layouts) * 2:
+            times[name].append(
+                C.timed(lambda n=name, c=cfg: S.score(model, tok, records, layouts[n], c), dev)[0]
+            )
+        for name, layout in layouts.items():
+            rows.append({
+                "shards": name, "batch": batch, "records": len(records),
+                "padding": S.padding(lengths, layout, batch), "best_s": min(times[name]),
+                "speedup": min(times["input order"]) / min(times[name]),
+            })  # fmt: skip
+    return rows
+
+
 def authors_budget_rows(b: Bench, model, tok, records) -> list[dict]:
     """Loss signal vs rouge at our budgets (target+8) and at the authors' cap (500 new tokens).
 
@@ -607,6 +638,12 @@ def main(argv: list[str] | None = None) -> dict:
             40 if big else 1,
             lambda model=model, n=n: signal_cost_rows(b, model, tok, records, n),
         )
+        if shape == args.shapes[0]:
+            b.section(
+                f"{shape}: pipeline scoring shards, input order vs by text length",
+                20 if big else 1,
+                lambda model=model: shard_rows(b, model, tok, records),
+            )
         b.section(
             f"{shape}: loss vs rouge at the authors' 500-token cap",
             40 if big else 1,

@@ -9,7 +9,7 @@
 # 2026-11-28 it ran as (with `.whl` carried):
 #     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
 #     PYTHONPATH=$PWD/src:$PWD/benchmarks:/tmp/site bash benchmarks/run_gpu.sh
-# taking 343 s; the sections added since (authors' 500-token cap, loss profile, compiled rouge,
+# taking 343 s; the sections added since (scoring shards, authors' 500-token cap, loss profile, compiled rouge,
 # pipeline overhead) add an estimated 150-200 s; whatever would end after the 500 s deadline is
 # skipped, last sections first (pipeline overhead is the last).
 # Hard limit: 540 s for the Python process (sections that would end after --deadline-s are skipped,
