@@ -70,7 +70,7 @@ def test_bad_fraction_is_rejected():
         choose_threshold(bimodal(), ThresholdConfig("fraction", fraction=1.5))
 
 
-FILTERING_MODULES = ["thresholds.py", "signals.py", "batching.py"]
+FILTERING_MODULES = ["thresholds.py", "signals.py", "batching.py", "pipeline.py"]
 
 
 @pytest.mark.parametrize("module", FILTERING_MODULES)
@@ -85,7 +85,7 @@ def test_filtering_code_never_reads_labels(module):
 
 
 def test_removing_more_than_half_is_flagged():
-    from forgetfilter.pipeline import threshold_warning
+    from forgetfilter.summary import threshold_warning
 
     rng = np.random.default_rng(2)
     scores = np.concatenate([rng.normal(0.0, 0.1, 200), rng.normal(1.0, 0.15, 400)])

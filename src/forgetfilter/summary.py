@@ -1,0 +1,155 @@
+"""The run's audit summary (summary.json): counts that reconcile, phi and why, truncation,
+timings, and, where the input carries labels, the quality of the removal against them.
+
+This is the only module of a ForgetFilter run that reads labels; the filtering modules
+(`pipeline`, `signals`, `thresholds`, `batching`) are checked for label access by a test.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import io
+from .signals import forgetting
+from .thresholds import ThresholdChoice
+
+if TYPE_CHECKING:
+    from .pipeline import Run
+
+
+def summarise(
+    run: Run,
+    choice: ThresholdChoice,
+    before: np.ndarray,
+    after: np.ndarray,
+    final_skipped: str | None = None,
+) -> dict:
+    """Write summary.json: counts, phi and why, truncation, timings, and label-based quality where labels exist.
+
+    A threshold that removes nothing, everything or more than half adds `warning`; a final stage skipped
+    because nothing is left adds `final_skipped` (and `final_model` is None).
+    """
+    inputs = io.read_json(run.dir / "inputs.json")
+    kept, removed = io.read_jsonl(run.dir / "kept.jsonl"), io.read_jsonl(run.dir / "removed.jsonl")
+    rows = io.read_jsonl(run.dir / "scores.jsonl")
+    summary = {
+        "signal": run.cfg.signal,
+        "normalise": run.cfg.normalise,
+        "model": run.cfg.model,
+        "threshold": choice.to_dict(),
+        "counts": accounting(inputs["noisy"], kept, removed),
+        "safe_noisy_overlap": inputs["safe_noisy_overlap"]["count"],
+        "truncated": truncation(run.dir),
+        "timings_s": run.timings,
+        "quality": label_quality(kept + removed, rows, run.cfg.signal),
+        "outputs": {k: str(run.dir / k) for k in ("kept.jsonl", "removed.jsonl", "scores.jsonl")},
+        "final_model": str(run.dir / "final" / "model")
+        if run.cfg.final and not final_skipped
+        else None,
+    }
+    warning = threshold_warning(choice)
+    if warning:
+        summary["warning"] = warning
+    if final_skipped:
+        summary["final_skipped"] = final_skipped
+    io.write_json(run.dir / "summary.json", summary)
+    return summary
+
+
+def threshold_warning(choice: ThresholdChoice) -> str | None:
+    """A warning when phi removes nothing, everything, or more than half of the examples."""
+    if choice.degenerate:
+        what = "nothing" if choice.n_removed == 0 else "everything"
+        return f"the threshold removes {what}: {choice.reason}"
+    if choice.n_removed > choice.n_total / 2:
+        return (
+            f"the threshold removes {choice.n_removed} of {choice.n_total} examples (more than half): "
+            f"{choice.reason}. Check the forgetting histogram; --remove-fraction or --threshold "
+            "sets the cut by hand"
+        )
+    return None
+
+
+def truncation(run_dir: Path) -> dict:
+    """Records cut to the context (batching's truncation policy), counted by training M1 and M2.
+
+    Scoring uses the same max_length and tokenizer as training M1, so the noisy count is also
+    the number of noisy records scored truncated.
+    """
+    out: dict = {
+        "policy": "forgetfilter.batching: prompt cut at the left, a response over max_length - 16 cut at the right"
+    }
+    for name, stage in (("noisy", "m1"), ("safe", "m2")):
+        path = run_dir / stage / "train_state.json"
+        state = io.read_json(path) if path.exists() else {}
+        out[name] = state.get("truncated_records")
+        out.setdefault("max_length", state.get("max_length"))
+    return out
+
+
+def accounting(read_report: dict, kept: list[dict], removed: list[dict]) -> dict:
+    """Counts that reconcile: input lines = kept + removed + rejected at load, by source and label."""
+    rejected = read_report["n_rejected"]
+    counts = {
+        "kept": len(kept),
+        "removed": len(removed),
+        "rejected_at_load": rejected,
+        "input": len(kept) + len(removed) + rejected,
+    }
+    for key in ("source", "label"):
+        counts[f"by_{key}"] = {
+            str(v): {"kept": kc[v], "removed": rc[v]}
+            for kc, rc in [
+                (Counter(r.get(key) for r in kept), Counter(r.get(key) for r in removed))
+            ]
+            for v in sorted(set(kc) | set(rc), key=str)
+        }
+    return counts
+
+
+def label_quality(records: list[dict], rows: list[dict], signal: str = "loss") -> dict | None:
+    """Precision, recall, F1 and AUROC of the removal against label == unsafe (None without labels).
+
+    Beside the chosen forgetting score it reports, as rankings only, the static baseline (how well
+    M1 learned each example, no safety step), the other forgetting normalisations, the
+    forgetting-curve area when it was recorded, and with M0 scores (loss signal) `learning`, the
+    share of M0's NLL that noisy finetuning removed (1 - NLL_M1 / NLL_M0, no safety step), and
+    `forgetting_relative+learning`, the mean of the ranks of relative forgetting and learning.
+    """
+    from .metrics import filter_quality
+    from .signals import learning
+
+    labels = {r["id"]: r.get("label") for r in records}
+    if not any(v is not None for v in labels.values()):
+        return None
+    unsafe = [labels[r["id"]] == "unsafe" for r in rows]
+    q = {
+        "forgetting": filter_quality(
+            [r["removed"] for r in rows], unsafe, [r["forgetting"] for r in rows]
+        )
+    }
+    before = np.array([r["before"] for r in rows])
+    after = np.array([r["after"] for r in rows])
+    rankings = {
+        "static_low_nll_before" if signal == "loss" else "static_high_rouge_before": -before
+        if signal == "loss"
+        else before
+    }
+    for norm in ("none", "relative", "relative+static"):
+        rankings[f"forgetting_{norm}"] = forgetting(before, after, signal, norm)
+    if rows and "curve_auc" in rows[0]:
+        rankings["curve_auc"] = np.array([r["curve_auc"] for r in rows])
+    if rows and "m0" in rows[0]:
+        m0 = np.array([r["m0"] for r in rows])
+        rankings["learning"] = learning(m0, before)
+        rankings["forgetting_relative+learning"] = forgetting(
+            before, after, signal, "relative+learning", m0
+        )
+    for name, values in rankings.items():
+        q[name] = filter_quality([False] * len(rows), unsafe, values.tolist())
+    q["static_baseline"] = q.get("static_low_nll_before") or q.get("static_high_rouge_before")
+    return q
