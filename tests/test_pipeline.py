@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from forgetfilter import io
 from forgetfilter.models import is_peft_model, load_model
@@ -257,12 +258,29 @@ def test_lora_run_stacks_safety_finetuning_on_the_noisy_adapter(
     assert result.summary["counts"]["input"] == 36
     # Scoring merged the adapter into the float32 weights: the same scores as the adapter kept apart.
     assert scored_with and not any(is_peft_model(m) for m in scored_with)
+    assert {next(m.parameters()).dtype for m in scored_with} == {torch.float32}
     model, tok = load_model(tmp_path / "run" / "m2" / "model")
     assert is_peft_model(model)
     examples = read_examples(noisy)[0]
     apart = score_values(model, tok, examples, cfg, progress=False)
     saved = {r["id"]: r["score"] for r in io.read_jsonl(tmp_path / "run" / "scores_after.jsonl")}
     np.testing.assert_allclose([saved[ex.id] for ex in examples], apart, atol=1e-5)
+
+
+def test_scoring_uses_the_run_dtype(micro_model_dir, tmp_path, monkeypatch):
+    from forgetfilter import pipeline
+
+    dtypes = []
+
+    def spy(model, *args, **kwargs):
+        dtypes.append(next(model.parameters()).dtype)
+        return score_values(model, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "score_values", spy)
+    noisy, safe = make_data(tmp_path)
+    cfg = micro_config(str(micro_model_dir), safety_steps=2, final=False, dtype="bf16")
+    run_forgetfilter(noisy, safe, tmp_path / "run", cfg)
+    assert dtypes and set(dtypes) == {torch.bfloat16}  # --dtype bf16 on the CPU: bf16 scoring too
 
 
 def test_a_moved_run_directory_resumes(micro_model_dir, tmp_path):

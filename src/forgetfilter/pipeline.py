@@ -569,7 +569,7 @@ def _score_shards(
     model = tokenizer = None
     for k, chunk, shard in todo:
         if model is None:
-            model, tokenizer = _load(model_path, ranks.device)
+            model, tokenizer = _load(model_path, ranks.device, cfg.noisy_train.dtype)
         values = score_values(model, tokenizer, chunk, cfg, progress=False)
         io.write_jsonl(
             shard, ({"id": ex.id, "score": v} for ex, v in zip(chunk, values, strict=True))
@@ -589,10 +589,12 @@ def _scores_in_order(rows: list[dict], examples: Sequence[Example], path: Path) 
     return np.asarray([by_id[ex.id] for ex in examples], dtype=np.float64)
 
 
-def _load(model_path: str, device: str | None = None):
+def _load(model_path: str, device: str | None, dtype: str | None):
+    """A stage's model for scoring, in the run's dtype (`--dtype`; default: bf16 on GPUs that
+    support it, fp32 otherwise), a float32 LoRA adapter merged."""
     from .models import load_model
 
-    return load_model(model_path, device=device, merge=True)
+    return load_model(model_path, device=device, dtype=dtype, merge=True)
 
 
 # ------------------------------------------------------------------ filtering
