@@ -386,13 +386,13 @@ def shard_rows(b: Bench, model, tok, records) -> list[dict]:
     import score_shards as S  # noqa: N812
 
     from forgetfilter.batching import encode_all
-    from forgetfilter.pipeline import default_run_config, shard_order
+    from forgetfilter.pipeline import default_run_config, shard_positions
 
     a, dev = b.args, b.args.device
     lengths = [len(e.input_ids) for e in encode_all(tok, records, a.max_length)]
     layouts = {
         "input order": S.shards(list(range(len(records)))),
-        "by length": S.shards(shard_order(records)),
+        "by length": shard_positions(records),
     }
     rows = []
     for batch in (a.score_batch, a.big_score_batch):

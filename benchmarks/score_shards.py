@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def shards(order: list[int]) -> list[list[int]]:
-    """Positions of each shard of `pipeline.SCORE_SHARD` records, cut from `order`."""
+    """Positions of each shard of `pipeline.SCORE_SHARD` records cut from `order` (the baseline)."""
     size = pipeline.SCORE_SHARD
     return [order[s : s + size] for s in range(0, len(order), size)]
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     lengths = [len(e.input_ids) for e in encode_all(tok, records, args.max_length)]
     layouts = {
         "input order": shards(list(range(len(records)))),
-        "by length (ours)": shards(pipeline.shard_order(records)),
+        "by length (ours)": pipeline.shard_positions(records),
     }
     score(model, tok, records[: args.batch_size], [list(range(args.batch_size))], cfg)  # warm-up
     times: dict[str, list[float]] = {k: [] for k in layouts}

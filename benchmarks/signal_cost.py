@@ -150,12 +150,11 @@ def run_inputs(run_dir: Path) -> dict[str, str]:
     return dict(zip(("noisy", "safe"), inputs, strict=True))  # older runs: keyed by the path given
 
 
-def auroc_rows(run_dir: Path, args) -> list[dict]:
+def auroc_rows(run_dir: Path, records, args) -> list[dict]:
     """AUROC of forgetting (label == unsafe) for both signals, scored on the run's M1 and M2."""
     from forgetfilter.metrics import auroc
     from forgetfilter.models import load_model
 
-    records = C.read_records(run_inputs(run_dir)["noisy"])
     unsafe = [ex.label == "unsafe" for ex in records]
     kw = {"batch_size": args.batch_size, "max_length": args.max_length, "progress": False}
     scores: dict[tuple[str, str], np.ndarray] = {}
@@ -183,11 +182,10 @@ def auroc_rows(run_dir: Path, args) -> list[dict]:
     return rows
 
 
-def merge_rows(run_dir: Path, args) -> list[dict]:
+def merge_rows(run_dir: Path, records, args) -> list[dict]:
     """Seconds of both signals on M1 with its LoRA adapter kept apart vs merged (medians of 3)."""
     from forgetfilter.models import is_peft_model, load_model, merge_for_inference
 
-    records = C.read_records(run_inputs(run_dir)["noisy"])
     apart, tok = load_model(run_dir / "m1" / "model", device=args.device, dtype="fp32")
     if not is_peft_model(apart):
         return []
@@ -211,12 +209,11 @@ def merge_rows(run_dir: Path, args) -> list[dict]:
     return rows
 
 
-def merge_precision_rows(run_dir: Path, args) -> list[dict]:
+def merge_precision_rows(run_dir: Path, records, args) -> list[dict]:
     """Loss forgetting (relative, M1 -> M2) in bf16, adapters apart vs merged: agreement with fp32."""
     from forgetfilter.metrics import auroc
     from forgetfilter.models import load_model
 
-    records = C.read_records(run_inputs(run_dir)["noisy"])
     unsafe = [ex.label == "unsafe" for ex in records]
     kw = {"batch_size": args.batch_size, "max_length": args.max_length, "progress": False}
 
@@ -263,16 +260,17 @@ def main(argv: list[str] | None = None) -> dict:
         f"\nrouge (default budget) / loss = {ratio:.1f}x  (target >= 20x: {'MET' if ratio >= 20 else 'NOT MET'})"
     )
     if args.run_dir:
-        arows = auroc_rows(Path(args.run_dir), args)
+        run_records = C.read_records(run_inputs(Path(args.run_dir))["noisy"])
+        arows = auroc_rows(Path(args.run_dir), run_records, args)
         print("\n# AUROC of forgetting for label == unsafe (M1 -> M2 of the run)")
         print(C.table(arows))
         out["auroc"] = arows
-        mrows = merge_rows(Path(args.run_dir), args)
+        mrows = merge_rows(Path(args.run_dir), run_records, args)
         if mrows:
             print("\n# M1's LoRA adapter kept apart vs merged into the float32 weights")
             print(C.table(mrows))
             out["merge"] = mrows
-            prows = merge_precision_rows(Path(args.run_dir), args)
+            prows = merge_precision_rows(Path(args.run_dir), run_records, args)
             print("\n# why half precision keeps the adapter apart: loss forgetting vs fp32")
             print(C.table(prows))
             out["merge_precision"] = prows

@@ -309,7 +309,8 @@ def check_config(out_dir: Path, cfg: RunConfig, inputs: Sequence[str | Path], fo
     path = out_dir / "config.json"
     if path.exists():
         have = io.read_json(path)
-        if _same_config(have.get("config", {}), want["config"]) and _hashes(have) == _hashes(want):
+        same = _canonical(have.get("config", {})) == want["config"]
+        if same and _hashes(have) == _hashes(want):
             if have != want:  # same files, named by another path: record where they are now
                 io.write_json(path, want)
             return
@@ -341,12 +342,8 @@ def _discard_outputs(out_dir: Path) -> None:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
-def _same_config(have: dict, want: dict) -> bool:
-    """Equal fingerprints (a model path recorded relative by older versions counts as absolute)."""
-    return _canonical(have) == want
-
-
 def _canonical(recorded: dict) -> dict:
+    """A recorded fingerprint with its model as `canonical_name` (older versions: as given)."""
     from .models import canonical_name
 
     return {**recorded, "model": canonical_name(recorded.get("model", ""))}
@@ -544,20 +541,21 @@ def shard_order(examples: Sequence[Example]) -> list[int]:
     return sorted(range(len(examples)), key=lambda i: (-size[i], i))
 
 
+def shard_positions(examples: Sequence[Example]) -> list[list[int]]:
+    """The positions in each scoring shard: `SCORE_SHARD` at a time, cut from `shard_order`."""
+    order = shard_order(examples)
+    return [order[start : start + SCORE_SHARD] for start in range(0, len(order), SCORE_SHARD)]
+
+
 def _score_shards(
     model_path: str, examples: Sequence[Example], parts: Path, stage: str, cfg: RunConfig, ranks
 ) -> None:
     """Write this process's missing shards (`SCORE_SHARD` examples each) under `parts`."""
     from tqdm.auto import tqdm
 
-    order = shard_order(examples)
     shards = [
-        (
-            k,
-            [examples[i] for i in order[start : start + SCORE_SHARD]],
-            parts / f"part-{k:05d}.jsonl",
-        )
-        for k, start in enumerate(range(0, len(examples), SCORE_SHARD))
+        (k, [examples[i] for i in positions], parts / f"part-{k:05d}.jsonl")
+        for k, positions in enumerate(shard_positions(examples))
         if k % ranks.world == ranks.rank
     ]
     todo = [s for s in shards if not s[2].exists()]
