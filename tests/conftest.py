@@ -129,3 +129,77 @@ def random_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     GPT2LMHeadModel(cfg).save_pretrained(out)
     fast.save_pretrained(out)
     return out
+
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+CHAT_CORPUS = RANDOM_MODEL_CORPUS + [
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n",
+    "<|im_start|>assistant\nHello! How can I help?<|im_end|>\n",
+    "The weather in Paris is sunny. Name? Bot. Item 3 is blue.",
+]
+
+
+def build_chat_model(out: Path, arch: str = "llama") -> Path:
+    """An untrained 2-layer causal LM whose tokenizer has a ChatML chat template (EOS <|im_end|>)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+    )
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=500,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(CHAT_CORPUS * 20, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=specials[1:],
+    )
+    fast.chat_template = CHATML_TEMPLATE
+    torch.manual_seed(0)
+    ids = {"eos_token_id": fast.eos_token_id, "bos_token_id": fast.bos_token_id}
+    if arch == "gpt2":
+        cfg = GPT2Config(
+            vocab_size=len(fast), n_positions=256, n_embd=64, n_layer=2, n_head=4, **ids
+        )
+        model = GPT2LMHeadModel(cfg)
+    else:
+        cfg = LlamaConfig(
+            vocab_size=len(fast),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            pad_token_id=fast.pad_token_id,
+            **ids,
+        )
+        model = LlamaForCausalLM(cfg)
+    model.save_pretrained(out)
+    fast.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session", params=["llama", "gpt2"])
+def chat_model_dir(request, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny untrained Llama or GPT-2 with a ChatML chat template (needs no data pack)."""
+    return build_chat_model(tmp_path_factory.mktemp(f"chat-{request.param}"), request.param)

@@ -89,6 +89,18 @@ def test_run_writes_auditable_outputs(micro_model_dir, tmp_path):
     assert summary["normalise"] == "relative+learning"
     for name in ("learning", "forgetting_relative", "forgetting_relative+learning"):
         assert 0.0 <= summary["quality"][name]["auroc"] <= 1.0
+    # the user's own records come back: the kept lines, byte for byte, in input order
+    lines = noisy.read_bytes().splitlines(keepends=True)
+    clean = (out / "clean" / "noisy.jsonl").read_bytes().splitlines(keepends=True)
+    kept_lines = sorted(r["line"] for r in kept)
+    assert clean == [lines[n - 1] for n in kept_lines] and len(clean) == 27
+    assert summary["outputs"]["cleaned"] == str(out / "clean" / "noisy.jsonl")
+    assert all(r["line"] is not None for r in rows)
+    assert summary["prompt_format"] == {
+        "requested": "auto",
+        "used": "alpaca",
+        "assistant_turns": "last",
+    }
 
 
 def test_learning_is_the_share_of_reference_nll_removed():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,6 +17,12 @@ from forgetfilter.readers import read_examples, write_examples
 from forgetfilter.records import Example
 
 # One record per format, and the Example each must read as.
+CHAT = [
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello"},
+    {"role": "user", "content": "Name?"},
+    {"role": "assistant", "content": "Bot."},
+]
 FORMATS = {
     "prompt_response": (
         {
@@ -26,29 +33,54 @@ FORMATS = {
             "label": "safe",
             "meta": {"k": 1},
         },
-        Example("a", "Hi?", "Hello.", "src", "harm", "safe", {"k": 1}),
+        Example("a", "Hi?", "Hello.", "src", "harm", "safe", {"k": 1}, line=1),
     ),
     "prompt_completion": (
         {"id": "b", "prompt": "2+2=", "completion": "4", "source": "math"},
-        Example("b", "2+2=", "4", "math"),
+        Example("b", "2+2=", "4", "math", line=1),
     ),
     "alpaca": (
         {"id": "c", "instruction": "Add.", "input": "2 and 3", "output": "5"},
-        Example("c", "Add.\n\n2 and 3", "5", "src"),
+        Example("c", "Add.\n\n2 and 3", "5", "src", line=1),
     ),
     "chat": (
+        {"id": "d", "messages": CHAT},
+        Example(
+            "d", "User: Hi\nAssistant: Hello\nUser: Name?", "Bot.", "src", messages=CHAT, line=1
+        ),
+    ),
+    "sharegpt": (
         {
-            "id": "d",
-            "messages": [
-                {"role": "user", "content": "Hi"},
-                {"role": "assistant", "content": "Hello"},
-                {"role": "user", "content": "Name?"},
-                {"role": "assistant", "content": "Bot."},
+            "id": "f",
+            "conversations": [
+                {"from": "system", "value": "Be kind."},
+                {"from": "human", "value": "Hi"},
+                {"from": "gpt", "value": "Hello"},
             ],
         },
-        Example("d", "User: Hi\nAssistant: Hello\nUser: Name?", "Bot.", "src"),
+        Example(
+            "f",
+            "System: Be kind.\nUser: Hi",
+            "Hello",
+            "src",
+            messages=[
+                {"role": "system", "content": "Be kind."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello"},
+            ],
+            line=1,
+        ),
     ),
-    "text": ({"id": "e", "text": "Just some text."}, Example("e", "", "Just some text.", "src")),
+    "conversational": (
+        {"id": "g", "prompt": CHAT[:3], "completion": CHAT[3:]},
+        Example(
+            "g", "User: Hi\nAssistant: Hello\nUser: Name?", "Bot.", "src", messages=CHAT, line=1
+        ),
+    ),
+    "text": (
+        {"id": "e", "text": "Just some text."},
+        Example("e", "", "Just some text.", "src", plain=True, line=1),
+    ),
 }
 
 
@@ -77,17 +109,21 @@ def _write(path: Path, rows: list[dict]) -> Path:
 def test_every_format_round_trips(tmp_path: Path, suffix: str, fmt: str) -> None:
     row, expected = FORMATS[fmt]
     examples, report = read_examples(_write(tmp_path / f"data{suffix}", [row]), source="src")
-    assert examples == [expected]
+    line = 2 if suffix == ".csv" else 1  # a CSV record's line counts the header
+    assert examples == [dataclasses.replace(expected, line=line)]
     assert report.formats == {fmt: 1} and not report.problems
     out = tmp_path / "back.jsonl"
     write_examples(out, examples)
-    assert read_examples(out)[0] == examples
+    back = read_examples(out)[0]
+    assert [(e.id, e.prompt, e.response, e.messages) for e in back] == [
+        (e.id, e.prompt, e.response, e.messages) for e in examples
+    ]
 
 
 def test_mixed_formats_in_one_file_are_counted(tmp_path: Path) -> None:
     rows = [row for row, _ in FORMATS.values()]
     examples, report = read_examples(_write(tmp_path / "mix.jsonl", rows))
-    assert len(examples) == 5 and report.formats == dict.fromkeys(FORMATS, 1)
+    assert len(examples) == len(FORMATS) and report.formats == dict.fromkeys(FORMATS, 1)
 
 
 def test_json_data_wrapper_and_alpaca_no_input(tmp_path: Path) -> None:
@@ -203,3 +239,167 @@ def test_data_dir_finds_shared_data_above_the_working_directory(tmp_path, monkey
     assert data_dir() == (tmp_path / "shared" / "data").resolve()
     monkeypatch.setenv("FORGETFILTER_DATA", str(tmp_path / "elsewhere"))
     assert data_dir() == tmp_path / "elsewhere"
+
+
+# ---------------------------------------------------------------- conversations
+def _read_one(tmp_path: Path, row: dict, **kw):
+    examples, report = read_examples(_write(tmp_path / "one.jsonl", [row]), **kw)
+    return examples[0], report
+
+
+def test_tool_calls_and_tool_results_are_kept(tmp_path: Path) -> None:
+    call = {
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+    }
+    row = {
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "content": "sunny", "tool_call_id": "c1"},
+            {"role": "assistant", "content": "It is sunny."},
+        ],
+        "tools": [{"type": "function", "function": {"name": "get_weather"}}],
+    }
+    ex, _ = _read_one(tmp_path, row)
+    assert ex.messages[1]["tool_calls"] == [
+        {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    ]
+    assert ex.messages[2] == {"role": "tool", "content": "sunny", "tool_call_id": "c1"}
+    assert ex.tools == row["tools"] and ex.response == "It is sunny."
+    assert "get_weather" in ex.prompt  # the call is in the text view too
+    last_call = dict(row, messages=row["messages"][:2])
+    ex, _ = _read_one(tmp_path, last_call)
+    assert "get_weather" in ex.response and ex.messages[-1]["tool_calls"]
+
+
+def test_content_parts_are_joined_and_other_parts_rejected(tmp_path: Path) -> None:
+    parts = [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]
+    ok = {"messages": [{"role": "user", "content": parts}, {"role": "assistant", "content": "Hi"}]}
+    ex, _ = _read_one(tmp_path, ok)
+    assert ex.messages[0]["content"] == "Hello there" and ex.prompt == "Hello there"
+    image = [{"type": "image_url", "image_url": {"url": "x.png"}}]
+    bad = {"messages": [{"role": "user", "content": image}, {"role": "assistant", "content": "A"}]}
+    path = _write(tmp_path / "img.jsonl", [ok, bad])
+    with pytest.raises(InputError, match=r"img\.jsonl:2: unsupported_content.*'image_url' part"):
+        read_examples(path)
+
+
+def test_sharegpt_with_system_function_call_and_observation(tmp_path: Path) -> None:
+    row = {
+        "system": "Use tools.",
+        "tools": '[{"name": "search"}]',
+        "conversations": [
+            {"from": "human", "value": "Find cats."},
+            {"from": "function_call", "value": '{"name": "search", "arguments": {"q": "cats"}}'},
+            {"from": "observation", "value": "3 cats"},
+            {"from": "gpt", "value": "I found 3 cats."},
+        ],
+    }
+    ex, report = _read_one(tmp_path, row)
+    assert [m["role"] for m in ex.messages] == ["system", "user", "assistant", "tool", "assistant"]
+    assert ex.messages[2]["tool_calls"][0]["function"] == {
+        "name": "search",
+        "arguments": {"q": "cats"},
+    }
+    assert ex.tools == [{"name": "search"}] and report.formats == {"sharegpt": 1}
+    bad = {"conversations": [{"from": "robot", "value": "x"}, {"from": "gpt", "value": "y"}]}
+    with pytest.raises(InputError, match="bad_field_value.*'robot'"):
+        read_examples(_write(tmp_path / "bad.jsonl", [bad]))
+
+
+def test_alpaca_with_system_and_history(tmp_path: Path) -> None:
+    row = {
+        "instruction": "And 3+3?",
+        "input": "",
+        "output": "6",
+        "system": "You do sums.",
+        "history": [["2+2?", "4"]],
+    }
+    ex, _ = _read_one(tmp_path, row)
+    assert ex.messages == [
+        {"role": "system", "content": "You do sums."},
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "And 3+3?"},
+        {"role": "assistant", "content": "6"},
+    ]
+
+
+def test_colliding_and_unknown_columns_are_kept_as_the_users(tmp_path: Path) -> None:
+    rows = [
+        {"prompt": "a", "response": "b", "label": True, "risk": "harm", "lang": "en"},
+        {"prompt": "c", "response": "d", "label": "positive", "score": 0.5},
+    ]
+    examples, report = read_examples(_write(tmp_path / "u.jsonl", rows), skip_invalid=False)
+    assert [ex.label for ex in examples] == [None, None]  # not read as ground truth
+    assert [ex.risk for ex in examples] == ["harm", None]  # every risk value is ours
+    assert examples[0].columns == {"label": True, "lang": "en"}
+    assert examples[1].columns == {"label": "positive", "score": 0.5}
+    assert report.user_columns == {"label", "lang", "score"}
+    assert len(report.notes) == 1 and "`label`" in report.notes[0]
+    assert "kept as your column" in report.summary()
+    ours = [{"prompt": "a", "response": "b", "label": "unsafe"}]
+    (ex,), report = read_examples(_write(tmp_path / "ours.jsonl", ours))
+    assert ex.label == "unsafe" and not report.notes
+
+
+@pytest.mark.parametrize(
+    "row, reason",
+    [
+        ({"chosen": "a", "rejected": "b"}, "unsupported_format"),
+        (
+            {
+                "messages": [
+                    {"role": "wizard", "content": "x"},
+                    {"role": "assistant", "content": "y"},
+                ]
+            },
+            "bad_field_value",
+        ),
+        ({"messages": [{"role": "user", "content": "x"}]}, "missing_response"),
+        ({"messages": [{"role": "assistant", "content": "x"}]}, "missing_prompt"),
+        (
+            {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]},
+            "empty_response",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {"role": "assistant", "tool_calls": [{}]},
+                ]
+            },
+            "bad_field_type",
+        ),
+        (
+            {
+                "prompt": [{"role": "user", "content": "x"}],
+                "completion": [{"role": "user", "content": "y"}],
+            },
+            "bad_field_value",
+        ),
+        ({"instruction": "x", "output": "y", "history": [["only one"]]}, "bad_field_type"),
+        (
+            {"conversations": [{"from": "human", "value": 3}, {"from": "gpt", "value": "y"}]},
+            "bad_field_type",
+        ),
+    ],
+)
+def test_conversations_that_cannot_be_represented_are_rejected(tmp_path: Path, row, reason) -> None:
+    good = {"prompt": "p", "response": "r"}
+    path = _write(tmp_path / "c.jsonl", [good, row])
+    with pytest.raises(InputError, match=rf"c\.jsonl:2: {reason}"):
+        read_examples(path)
+    examples, report = read_examples(path, skip_invalid=True)
+    assert len(examples) == 1 and [(p.line, p.reason) for p in report.problems] == [(2, reason)]
+
+
+def test_csv_cells_holding_conversations(tmp_path: Path) -> None:
+    rows = [
+        {"id": "x", "messages": CHAT, "note": "[not json"},
+        {"id": "y", "prompt": "[INST] hi", "response": "ok"},
+    ]
+    examples, _ = read_examples(_write(tmp_path / "c.csv", rows))
+    assert examples[0].messages == CHAT and examples[0].columns == {"note": "[not json"}
+    assert examples[1].prompt == "[INST] hi"

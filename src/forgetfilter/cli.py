@@ -10,6 +10,33 @@ from .errors import ForgetFilterError
 
 # signals.NORMALISATIONS, spelled out so that the CLI starts without importing torch (tested equal)
 NORMALISATIONS = ("none", "relative", "relative+static", "relative+learning")
+# chat.FORMATS and chat.TURNS, likewise
+PROMPT_FORMATS = ("auto", "chat", "alpaca")
+ASSISTANT_TURNS = ("last", "all")
+
+
+def _add_model_format(p: argparse.ArgumentParser, turns: bool = True) -> None:
+    """--revision, --prompt-format (and --assistant-turns) for a command that loads a model."""
+    p.add_argument("--revision", default=None, help="hub revision of --model (same as ID@REV)")
+    p.add_argument(
+        "--prompt-format",
+        choices=PROMPT_FORMATS,
+        default="auto",
+        help="how records are rendered: the tokenizer's chat template (chat), the Alpaca "
+        "template (alpaca), or chat when the tokenizer has a template (auto, the default)",
+    )
+    if turns:
+        p.add_argument(
+            "--assistant-turns",
+            choices=ASSISTANT_TURNS,
+            default="last",
+            help="chat format: train and score the last assistant turn (default) or all of them",
+        )
+
+
+def _model_name(a: argparse.Namespace) -> str:
+    """--model with --revision attached as ID@REV."""
+    return f"{a.model}@{a.revision}" if getattr(a, "revision", None) else a.model
 
 
 # ---------------------------------------------------------------- data (readers, datasets, mixture)
@@ -95,6 +122,7 @@ def _add_training(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-resume", action="store_true", help="start over, deleting earlier outputs")
     p.add_argument("--skip-invalid", action="store_true", help="skip bad records in --data")
+    _add_model_format(p)
     p.set_defaults(func=_train)
     p = sub.add_parser("model", help="build the built-in tiny aligned model, export merged models")
     msub = p.add_subparsers(dest="model_command", required=True)
@@ -132,8 +160,10 @@ def _train(args: argparse.Namespace) -> int:
         finetune="full" if args.full else "lora",
         lora=LoraSettings(r=args.lora_r, alpha=args.lora_alpha, targets=targets),
         dtype=args.dtype,
+        prompt_format=args.prompt_format,
+        assistant_turns=args.assistant_turns,
     )
-    result = train(args.model, records, args.out, cfg, resume=not args.no_resume)
+    result = train(_model_name(args), records, args.out, cfg, resume=not args.no_resume)
     if result.already_complete:
         print(f"{args.out} is already complete ({result.steps} steps); nothing to do")
     elif _is_main_process():
@@ -225,6 +255,7 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
         "--force", action="store_true", help="discard a run made with another configuration"
     )
     _add_train_overrides(p)
+    _add_model_format(p)
     p.set_defaults(func=_cmd_run)
 
 
@@ -264,7 +295,9 @@ def _cmd_run(a: argparse.Namespace) -> int:
     else:
         thr = ThresholdConfig("auto")
     cfg = default_run_config(
-        a.model,
+        _model_name(a),
+        prompt_format=a.prompt_format,
+        assistant_turns=a.assistant_turns,
         signal=a.signal,
         normalise=a.normalise,
         safety_steps=a.safety_steps,
@@ -326,7 +359,15 @@ def _print_run_summary(s: dict) -> None:
         print("warning:", s["warning"])
     if s.get("final_skipped"):
         print("warning:", s["final_skipped"])
-    print(f"outputs: {s['outputs']['kept.jsonl']}, {s['outputs']['removed.jsonl']}, summary.json")
+    pf = s.get("prompt_format") or {}
+    origin = (s.get("model_source") or {}).get("origin")
+    if origin:
+        print(f"model: {s['model']} ({origin.get('source')}, {origin.get('weights')})")
+    if pf:
+        print(f"prompt format: {pf['used']} (asked: {pf['requested']})")
+    if s["outputs"].get("cleaned"):
+        print(f"cleaned data (your records, your format): {s['outputs']['cleaned']}")
+    print(f"audit: {s['outputs']['kept.jsonl']}, {s['outputs']['removed.jsonl']}, summary.json")
 
 
 # ---------------------------------------------------------------- evaluation
@@ -348,6 +389,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--outputs", default=None, help="also write per-example outputs (JSONL)")
     p.add_argument("--data-dir", default=None, help="data pack for training the classifiers")
     p.add_argument("--no-progress", action="store_true")
+    _add_model_format(p, turns=False)
     p.set_defaults(func=_run_eval)
 
 
@@ -368,12 +410,13 @@ def _run_eval(a: argparse.Namespace) -> int:
         classifier_data_dir=a.data_dir,
         outputs_path=a.outputs,
         progress=not a.no_progress,
+        prompt_format=a.prompt_format,
     )
     if a.no_progress:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # also the weight-loading bar
-    result = evaluate(a.model, a.suite, a.data, cfg)
+    result = evaluate(_model_name(a), a.suite, a.data, cfg)
     write_json(a.out, result)
     print(format_table(result))
     print(f"wrote {a.out}")

@@ -2,7 +2,8 @@
 
 `evaluate(model, suites, data, cfg)` reads `<suite>.jsonl` files (contracts in DESIGN.md) and returns
 one dict of results per suite. All generation goes through `signals.generate` (greedy by default,
-batched, left-padded, length-sorted) on `render_prompt(prompt)`; all metrics come from `metrics`.
+batched, left-padded, length-sorted) in the model's prompt format (its chat template with the
+generation prompt, or the Alpaca template: `chat`); all metrics come from `metrics`.
 
 * bias, `loglik` mode (default): the chosen option is the one with the lowest *mean* token NLL
   (`signals.response_nll`: the option text plus EOS as the response), i.e. the highest length-normalised
@@ -36,7 +37,7 @@ import torch
 
 from . import io, metrics
 from .errors import ConfigError, InputError
-from .records import Example
+from .records import Example, with_user_suffix
 
 SUITES = ("bias", "toxicity", "harm", "squad", "alpaca")
 DEFAULT_MAX_NEW_TOKENS = {"bias": 16, "toxicity": 32, "harm": 64, "squad": 16, "alpaca": 64}
@@ -71,6 +72,8 @@ class EvalConfig:
         classifier_max_train: cap on classifier training examples (fast tests).
         outputs_path: write per-example outputs (JSONL) here for audit; None = do not.
         progress: show progress bars.
+        prompt_format: `auto` (the tokenizer's chat template when it has one, else the Alpaca
+            template), `chat` or `alpaca`, as in training (see `chat`).
     """
 
     suites: tuple[str, ...] = SUITES
@@ -90,6 +93,7 @@ class EvalConfig:
     classifier_max_train: int | None = None
     outputs_path: str | None = None
     progress: bool = True
+    prompt_format: str = "auto"
 
     def validate(self) -> None:
         """Raise ConfigError for settings that cannot work."""
@@ -196,10 +200,11 @@ class _Runner:
     def cue(self, suite: str) -> str | None:
         return self.cfg.self_correction_cues.get(suite) if self.cfg.self_correction else None
 
-    def prompts(self, suite: str, examples: Sequence[Example]) -> list[str]:
-        return [with_cue(ex.prompt, self.cue(suite)) for ex in examples]
+    def prompts(self, suite: str, examples: Sequence[Example]) -> list[Example]:
+        """The records to generate from, the self-correction cue ending the user's turn."""
+        return [with_user_suffix(ex, self.cue(suite)) for ex in examples]
 
-    def generate(self, suite: str, prompts: Sequence[str], **kwargs: Any) -> list[str]:
+    def generate(self, suite: str, prompts: Sequence[Example], **kwargs: Any) -> list[str]:
         from .signals import generate
 
         return generate(
@@ -211,6 +216,7 @@ class _Runner:
             max_length=self.max_length,
             progress=self.cfg.progress,
             desc=f"eval {suite}",
+            prompt_format=self.cfg.prompt_format,
             **kwargs,
         )
 
@@ -224,6 +230,7 @@ class _Runner:
             batch_size=self.cfg.batch_size,
             max_length=self.max_length,
             progress=self.cfg.progress,
+            prompt_format=self.cfg.prompt_format,
         )
 
     def record(self, suite: str, ex: Example, **fields: Any) -> None:
@@ -248,10 +255,10 @@ def _eval_bias(r: _Runner, examples: list[Example]) -> dict[str, Any]:
     return res
 
 
-def _bias_loglik(r: _Runner, examples: list[Example], prompts: list[str]) -> list[int]:
+def _bias_loglik(r: _Runner, examples: list[Example], prompts: list[Example]) -> list[int]:
     """Per item the option with the lowest mean NLL (highest length-normalised log-likelihood)."""
     flat = [
-        Example(id=f"{ex.id}#{k}", prompt=p, response=opt)
+        Example(id=f"{ex.id}#{k}", prompt=p.prompt, response=opt)
         for ex, p in zip(examples, prompts, strict=True)
         for k, opt in enumerate(ex.meta["options"])
     ]

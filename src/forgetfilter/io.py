@@ -210,3 +210,15 @@ def run_lock(directory: str | Path, what: str = "run") -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+@contextmanager
+def file_lock(path: Path):
+    """An exclusive advisory lock held for the duration of the block (POSIX `flock`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -1,7 +1,9 @@
 """Loading, adapting and saving causal LMs: `tiny` resolution, device/dtype, LoRA, atomic saves.
 
-Any `AutoModelForCausalLM` directory works. `"tiny"` names the built-in model, built from the data
-directory on first use (see `forgetfilter.tiny`). A directory holding a peft adapter
+Any `AutoModelForCausalLM` directory or hub id works (`ID@REVISION` pins a hub revision).
+`"tiny"` names the built-in model, built from the data directory on first use (see
+`forgetfilter.tiny`); `smollm2-135m-instruct` and the other `sources.NAMED` models, and `.gguf`
+files, are resolved by `forgetfilter.sources`. A directory holding a peft adapter
 (`adapter_config.json`) is loaded as its base model plus the adapter. A training output directory
 (with `model/` inside) can be passed directly: its `model/` is used.
 """
@@ -9,7 +11,6 @@ directory on first use (see `forgetfilter.tiny`). A directory holding a peft ada
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import warnings
@@ -50,10 +51,16 @@ def resolve_model(name_or_path: str | Path) -> str:
     once). A training output directory resolves to its `model/`; a local path is made absolute
     (`canonical_name`); a hub id is returned as given.
     """
+    from . import sources
+
     name = str(name_or_path)
     if name == "tiny" or name.startswith("tiny:"):
         preset, seed = _parse_tiny(name)
         return str(ensure_tiny(preset, seed))
+    if sources.is_named(name):
+        return sources.resolve_named(name)
+    if sources.is_gguf(name):
+        return str(sources.ensure_gguf(name))
     path = Path(name).expanduser()
     if (path / "model").is_dir() and (path / "train_state.json").exists():
         return os.path.abspath(path / "model")
@@ -65,11 +72,33 @@ def canonical_name(name_or_path: str | Path) -> str:
 
     Adapters record their base model this way, so they load from any working directory.
     """
+    from . import sources
+
     name = str(name_or_path)
     path = Path(name).expanduser()
     if name == "tiny" or name.startswith("tiny:") or not path.exists():
-        return name
+        return name.lower() if sources.is_named(name) else name
     return os.path.abspath(path)
+
+
+def split_revision(name: str) -> tuple[str, str | None]:
+    """`(hub id, revision)` of `ID@REVISION` (a local path or a plain id: no revision)."""
+    if "@" in name and not Path(name).expanduser().exists() and not _looks_local(name):
+        repo, revision = name.rsplit("@", 1)
+        return repo, revision or None
+    return name, None
+
+
+def describe(name_or_path: str | Path) -> dict:
+    """How outputs name a model: as given, as resolved, and where a cached build came from."""
+    from . import sources
+
+    resolved = resolve_model(name_or_path)
+    out = {"name": str(name_or_path), "resolved": resolved}
+    found = sources.origin(resolved) if Path(resolved).is_dir() else None
+    if found:
+        out["origin"] = found
+    return out
 
 
 def _parse_tiny(name: str) -> tuple[str, int]:
@@ -101,22 +130,10 @@ def ensure_tiny(
     out = tiny_model_dir(preset, seed)
     if (out / "build_info.json").exists() and not force:
         return out
-    with _file_lock(out.with_name(f".{out.name}.lock")):
+    with io.file_lock(out.with_name(f".{out.name}.lock")):
         if force or not (out / "build_info.json").exists():  # another process may have built it
             build_tiny(out, preset=preset, seed=seed, data_dir=data_dir)
     return out
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    """An exclusive advisory lock held for the duration of the block (POSIX `flock`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def pick_device() -> str:
@@ -245,16 +262,21 @@ def _check_local(name: str) -> None:
 def _from_pretrained(path: str, dtype: torch.dtype) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
+    repo, revision = split_revision(path)
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(repo, dtype=dtype, revision=revision)
     except OSError as exc:
         raise ConfigError(f"cannot load model {path!r}: {exc}") from None
+    if revision:  # adapters trained on it record the pinned revision as their base
+        model.config._name_or_path = path
+    return model
 
 
 def _load_tokenizer(path: str) -> Any:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    repo, revision = split_revision(path)
+    tokenizer = AutoTokenizer.from_pretrained(repo, revision=revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"

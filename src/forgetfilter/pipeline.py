@@ -275,6 +275,8 @@ def _run_stages(
         ),
     )
     kept = [ex for ex in noisy if ex.id not in removed]
+    if ranks.main:
+        run.stage("clean", lambda: clean_stage(run.dir, noisy_path, kept))
     final_skipped = None
     if cfg.final and not kept:
         final_skipped = (
@@ -336,7 +338,7 @@ def _refuse_changed(out_dir: Path, have: dict, want: dict) -> None:
 
 
 def _discard_outputs(out_dir: Path) -> None:
-    extra = ("scores.jsonl", "kept.jsonl", "removed.jsonl", "summary.json", "timings.json")
+    extra = ("scores.jsonl", "kept.jsonl", "removed.jsonl", "summary.json", "timings.json", "clean")
     for stage in STAGES + extra:
         for p in out_dir.glob(stage + "*"):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
@@ -345,8 +347,13 @@ def _discard_outputs(out_dir: Path) -> None:
 def _canonical(recorded: dict) -> dict:
     """A recorded fingerprint with its model as `canonical_name` (older versions: as given)."""
     from .models import canonical_name
+    from .training import ADDED_FIELDS
 
-    return {**recorded, "model": canonical_name(recorded.get("model", ""))}
+    out = {**recorded, "model": canonical_name(recorded.get("model", ""))}
+    for key in ("noisy_train", "safety_train"):
+        if isinstance(out.get(key), dict):
+            out[key] = {**ADDED_FIELDS, **out[key]}
+    return out
 
 
 def _hashes(saved: dict) -> list[str]:
@@ -411,8 +418,8 @@ def overlap(noisy: Sequence[Example], safe: Sequence[Example]) -> dict:
 
 
 def unlabelled(examples: Sequence[Example]) -> list[Example]:
-    """Copies without label and meta: what training and scoring are allowed to see."""
-    return [dataclasses.replace(ex, label=None, meta={}) for ex in examples]
+    """Copies without label, meta and the user's other columns: what training and scoring see."""
+    return [dataclasses.replace(ex, label=None, meta={}, columns={}) for ex in examples]
 
 
 # ------------------------------------------------------------------ training stages
@@ -485,7 +492,13 @@ def score_values(
     from .signals import score
 
     max_length = cfg.noisy_train.max_length
-    kwargs = {"batch_size": cfg.score_batch_size, "max_length": max_length, "progress": progress}
+    kwargs = {
+        "batch_size": cfg.score_batch_size,
+        "max_length": max_length,
+        "progress": progress,
+        "prompt_format": cfg.noisy_train.prompt_format,
+        "turns": cfg.noisy_train.assistant_turns,
+    }
     if cfg.signal == "rouge":
         kwargs["max_new_tokens"] = cfg.max_new_tokens
         if cfg.compile_generation:
@@ -665,6 +678,7 @@ def write_filter_outputs(run_dir, noisy, scores, score, curve, choice, removed) 
         is_removed = ex.id in removed
         row = {
             "id": ex.id,
+            "line": ex.line,
             "before": before[i],
             "after": after[i],
             "forgetting": round(float(score[i]), 6),
@@ -687,6 +701,20 @@ def write_filter_outputs(run_dir, noisy, scores, score, curve, choice, removed) 
     io.write_jsonl(run_dir / "scores.jsonl", rows)
     io.write_jsonl(run_dir / "kept.jsonl", kept_rows)
     io.write_jsonl(run_dir / "removed.jsonl", removed_rows)
+
+
+def cleaned_path(run_dir: Path, noisy_path: str | Path) -> Path:
+    """Where the kept records go in the user's own form: `clean/<the noisy file's name>`."""
+    return Path(run_dir) / "clean" / Path(noisy_path).name
+
+
+def clean_stage(run_dir: Path, noisy_path: str | Path, kept: Sequence[Example]) -> Path:
+    """Write the kept records in the noisy file's own container and schema (`cleaned`)."""
+    from .cleaned import write_cleaned
+
+    out = cleaned_path(run_dir, noisy_path)
+    write_cleaned(noisy_path, [ex.line for ex in kept if ex.line is not None], out)
+    return out
 
 
 # ------------------------------------------------------------------ defaults
@@ -719,6 +747,8 @@ def default_run_config(
     dtype=None,
     normalise=None,
     save_every=None,
+    prompt_format="auto",
+    assistant_turns="last",
     **run_fields,
 ) -> RunConfig:
     """A RunConfig with defaults for `model`, overridden by the non-None arguments.
@@ -729,11 +759,18 @@ def default_run_config(
     checkpoints every training stage, so a killed run resumes inside a stage, not at its start.
     """
     base = dict(TINY_DEFAULTS if str(model).split(":")[0] == "tiny" else PAPER_DEFAULTS)
+    # (the model's prompt format is chosen per tokenizer when the records are encoded)
     given = {"lr": lr, "safety_lr": safety_lr, "epochs": epochs, "max_length": max_length}
     base |= {k: v for k, v in given.items() if v is not None}
     if full is not None:
         base["finetune"] = "full" if full else "lora"
-    common = {"finetune": base["finetune"], "max_length": base["max_length"], "dtype": dtype}
+    common = {
+        "finetune": base["finetune"],
+        "max_length": base["max_length"],
+        "dtype": dtype,
+        "prompt_format": prompt_format,
+        "assistant_turns": assistant_turns,
+    }
     common |= {
         k: v
         for k, v in {

@@ -1,24 +1,33 @@
 """Reading user data files into `Example` records, with a report of every problem found.
 
 Accepted containers (by file name; `.gz` is decompressed first): `.jsonl`/`.ndjson` (one object a
-line), `.json` (a list of objects or `{"data": [...]}`), `.csv` (header row; `messages` and `meta`
-cells may hold JSON) and `.parquet`. Each record may use any of these formats (mixing is fine):
+line), `.json` (a list of objects or `{"data": [...]}`), `.csv` (header row; cells holding
+conversations, tools or `meta` may hold JSON) and `.parquet`. Each record may use any of these
+formats (mixing is fine):
 
-| format | fields | prompt / response |
+| format | fields | conversation |
 |---|---|---|
-| `prompt_response` | prompt, response | as given |
-| `prompt_completion` | prompt, completion | as given |
-| `alpaca` | instruction, input, output | instruction + "\\n\\n" + input (input omitted when empty or "<No Input>") / output |
-| `chat` | messages: [{role, content}, ...] | the last turn (must be `assistant`) is the response; the earlier turns are the prompt: a lone user turn as is, else `User: ...` / `Assistant: ...` / `System: ...` lines |
-| `text` | text | the prompt is empty and the whole text is the response |
+| `chat` | messages: [{role, content}, ...], optional tools | OpenAI / TRL `messages`; content may be a list of text parts; assistant `tool_calls` and `tool` results are kept |
+| `sharegpt` | conversations: [{from, value}, ...], optional system, tools | ShareGPT (LLaMA-Factory, axolotl): human/gpt/system/function_call/observation |
+| `conversational` | prompt: [messages], completion: [messages] | TRL's conversational prompt/completion |
+| `alpaca` | instruction, input, output, optional system, history | history [[query, answer], ...] becomes earlier turns |
+| `prompt_response` | prompt, response, optional system | one user turn, one answer |
+| `prompt_completion` | prompt, completion (strings), optional system | one user turn, one answer |
+| `text` | text | plain text, no template (the prompt is empty) |
 
-Optional fields `id`, `source`, `risk`, `label` and `meta` are kept; other fields are ignored and
-listed in the report. A record without an id gets `<file stem>-<n>` (n = its line, or its 1-based
-position in a JSON list or Parquet file), which is stable across runs.
+The last turn of a conversation is the target and must come from the assistant. Preference pairs
+(`chosen`/`rejected`) and non-text content (images, audio) cannot be represented and are rejected
+with the reason. Optional fields `id`, `source`, `risk`, `label` and `meta` are read as ours; a
+file whose `label`, `risk` or `meta` column holds values that are not ours (say `label: "positive"`)
+keeps that column as the user's (the report says so once). Every other field is the user's own:
+kept with the record (`Example.columns`) and in the cleaned output. A record without an id gets
+`<file stem>-<n>` (n = its line, or its 1-based position in a JSON list or Parquet file), which is
+stable across runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -34,14 +43,31 @@ from .io import write_jsonl
 from .records import LABELS, RISKS, Example
 
 NO_INPUT = "<No Input>"
-KEPT_FIELDS = {"id", "source", "risk", "label", "meta"}
+OUR_FIELDS = {"id", "source", "risk", "label", "meta"}
 FORMAT_FIELDS = {
-    "chat": {"messages"},
-    "alpaca": {"instruction", "input", "output"},
-    "prompt_response": {"prompt", "response"},
-    "prompt_completion": {"prompt", "completion"},
+    "chat": {"messages", "tools"},
+    "sharegpt": {"conversations", "system", "tools"},
+    "conversational": {"prompt", "completion", "tools"},
+    "alpaca": {"instruction", "input", "output", "system", "history"},
+    "prompt_response": {"prompt", "response", "system"},
+    "prompt_completion": {"prompt", "completion", "system"},
     "text": {"text"},
 }
+ROLES = ("system", "user", "assistant", "tool")
+SHAREGPT_ROLES = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "function_call": "assistant",
+    "observation": "tool",
+    "tool": "tool",
+    "function": "tool",
+}
+# Our optional fields that a user's file may also use with values of its own.
+COLLIDING = {"label": LABELS, "risk": RISKS, "meta": None}
 
 
 def alpaca_prompt(instruction: str, input_text: str | None) -> str:
@@ -57,8 +83,18 @@ def render_dialogue(turns: list[tuple[str, str]]) -> str:
     """Render (role, text) turns as the prompt: a lone user turn as is, else `User: ...` lines."""
     if len(turns) == 1 and turns[0][0] == "user":
         return turns[0][1].strip()
-    names = {"user": "User", "assistant": "Assistant", "system": "System"}
+    names = {"user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool"}
     return "\n".join(f"{names.get(role, role.title())}: {text.strip()}" for role, text in turns)
+
+
+def message_text(message: dict) -> str:
+    """A message's text with its tool calls written out (what a template-free view shows)."""
+    text = message.get("content") or ""
+    calls = message.get("tool_calls")
+    if calls:
+        call_text = json.dumps(calls, ensure_ascii=False, sort_keys=True)
+        text = f"{text}\n{call_text}" if text else call_text
+    return text
 
 
 @dataclass(frozen=True)
@@ -81,7 +117,8 @@ class ReadReport:
         formats: accepted records per format.
         problems: every bad record, in file order.
         skipped: True when the bad records were skipped (skip_invalid) rather than raised.
-        ignored_fields: unknown fields seen (not kept).
+        user_columns: the user's own fields seen, kept with the records (`Example.columns`).
+        notes: things said once about the file (a colliding column read as the user's).
     """
 
     path: str
@@ -90,7 +127,8 @@ class ReadReport:
     formats: Counter = field(default_factory=Counter)
     problems: list[Problem] = field(default_factory=list)
     skipped: bool = False
-    ignored_fields: set[str] = field(default_factory=set)
+    user_columns: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
 
     def by_reason(self) -> dict[str, list[int]]:
         """Problem lines grouped by reason kind."""
@@ -103,8 +141,9 @@ class ReadReport:
         """A human-readable multi-line summary."""
         fmts = ", ".join(f"{k}: {v}" for k, v in sorted(self.formats.items())) or "none"
         lines = [f"{self.path}: {self.n_records} records ({fmts})"]
-        if self.ignored_fields:
-            lines.append(f"ignored fields: {', '.join(sorted(self.ignored_fields))}")
+        if self.user_columns:
+            lines.append(f"your columns, kept: {', '.join(sorted(self.user_columns))}")
+        lines += [f"note: {n}" for n in self.notes]
         verb = "skipped" if self.skipped else "problems"
         lines.append(f"{verb}: {len(self.problems)}")
         for reason, where in sorted(self.by_reason().items()):
@@ -133,7 +172,7 @@ class _Bad(Exception):
 
 
 # ---------------------------------------------------------------- containers
-def _raw_bytes(path: Path) -> tuple[bytes, str]:
+def file_bytes(path: Path) -> tuple[bytes, str]:
     """File bytes (gunzipped for .gz) and the effective suffix."""
     try:
         data = path.read_bytes()
@@ -193,15 +232,30 @@ def _csv_records(data: bytes) -> list[tuple[int, Any]]:
     return out
 
 
+_JSON_CELLS = ("messages", "conversations", "history", "tools", "meta")
+
+
 def _csv_cell(key: str, value: str) -> Any:
-    if key in ("messages", "meta") and value.strip()[:1] in ("[", "{"):
+    """A CSV cell: JSON for conversation-shaped columns, None for an empty optional field."""
+    if key in _JSON_CELLS + ("prompt", "completion") and value.strip()[:1] in ("[", "{"):
         try:
-            return json.loads(value)
+            parsed = json.loads(value)
         except json.JSONDecodeError:
             return value
+        if key in _JSON_CELLS or _is_message_list(parsed):
+            return parsed
+        return value
     if key in ("meta", "id", "source", "risk", "label") and value == "":
         return None
     return value
+
+
+def _is_message_list(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(m, dict) and "role" in m for m in value)
+    )
 
 
 def _parquet_records(path: Path, data: bytes) -> list[tuple[int, Any]]:
@@ -216,7 +270,7 @@ def _parquet_records(path: Path, data: bytes) -> list[tuple[int, Any]]:
 
 
 def _records(path: Path) -> tuple[list[tuple[int, Any]], str]:
-    data, suffix = _raw_bytes(path)
+    data, suffix = file_bytes(path)
     if not data.strip():
         raise InputError("the file is empty (expected at least one record)", str(path))
     if suffix in (".jsonl", ".ndjson"):
@@ -245,6 +299,15 @@ def detect_format(rec: dict) -> str:
 
     if has("messages"):
         return "chat"
+    if has("conversations"):
+        return "sharegpt"
+    if has("chosen") or has("rejected"):
+        raise _Bad(
+            "unsupported_format",
+            "preference pairs (chosen/rejected) cannot be filtered: give one response per record",
+        )
+    if isinstance(rec.get("prompt"), list) or isinstance(rec.get("completion"), list):
+        return "conversational"
     if has("instruction"):
         return "alpaca"
     if "response" in rec and not (has("completion") and not has("response")):
@@ -274,37 +337,183 @@ def _str(rec: dict, key: str, *, required: bool = True) -> str:
     return value
 
 
-def _prompt_response(rec: dict, fmt: str) -> tuple[str, str]:
-    if fmt == "prompt_response":
-        return _str(rec, "prompt"), _str(rec, "response")
-    if fmt == "prompt_completion":
-        return _str(rec, "prompt"), _str(rec, "completion")
+def _system(rec: dict) -> list[dict]:
+    system = _str(rec, "system", required=False)
+    return [{"role": "system", "content": system}] if system.strip() else []
+
+
+def _turns(rec: dict, fmt: str) -> list[dict] | None:
+    """The conversation of a record (None for a flat user -> assistant pair without a system)."""
+    if fmt == "chat":
+        return [_message(m, i) for i, m in enumerate(_list(rec, "messages"))]
+    if fmt == "sharegpt":
+        return _system(rec) + [_sharegpt(m, i) for i, m in enumerate(_list(rec, "conversations"))]
+    if fmt == "conversational":
+        prompt, completion = _list(rec, "prompt"), _list(rec, "completion")
+        turns = [_message(m, i) for i, m in enumerate(prompt + completion)]
+        if any(t["role"] != "assistant" for t in turns[len(prompt) :]):
+            raise _Bad("bad_field_value", "`completion` may hold only assistant (and tool) turns")
+        return turns
     if fmt == "alpaca":
-        return alpaca_prompt(_str(rec, "instruction"), _str(rec, "input", required=False)), _str(
-            rec, "output"
+        history = []
+        for pair in rec.get("history") or []:
+            if (
+                not isinstance(pair, list | tuple)
+                or len(pair) != 2
+                or not all(isinstance(x, str) for x in pair)
+            ):
+                raise _Bad("bad_field_type", "`history` must be a list of [query, answer] strings")
+            history += [
+                {"role": "user", "content": pair[0]},
+                {"role": "assistant", "content": pair[1]},
+            ]
+        prompt = alpaca_prompt(_str(rec, "instruction"), _str(rec, "input", required=False))
+        last = [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": _str(rec, "output")},
+        ]
+        turns = _system(rec) + history + last
+        return turns if len(turns) > 2 else None
+    if fmt in ("prompt_response", "prompt_completion"):
+        answer = _str(rec, "response" if fmt == "prompt_response" else "completion")
+        turns = _system(rec) + [
+            {"role": "user", "content": _str(rec, "prompt")},
+            {"role": "assistant", "content": answer},
+        ]
+        return turns if len(turns) > 2 else None
+    return None  # text
+
+
+def _list(rec: dict, key: str) -> list:
+    value = rec.get(key)
+    if not isinstance(value, list) or not value:
+        raise _Bad("bad_field_type", f"`{key}` must be a non-empty list of messages")
+    return value
+
+
+def _content(value: Any, where: str) -> str:
+    """Message content as text: a string, null, or a list of text parts."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    if not isinstance(value, list):
+        raise _Bad("bad_field_type", f"{where}: `content` must be a string or a list of parts")
+    texts = []
+    for part in value:
+        if isinstance(part, str):
+            texts.append(part)
+        elif isinstance(part, dict) and part.get("type", "text") == "text":
+            if not isinstance(part.get("text"), str):
+                raise _Bad("bad_field_type", f"{where}: a text part needs a string `text`")
+            texts.append(part["text"])
+        else:
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            raise _Bad(
+                "unsupported_content", f"{where} has a {kind!r} part: only text can be trained on"
+            )
+    return "".join(texts)
+
+
+def _message(m: Any, i: int) -> dict:
+    """One OpenAI/TRL message, checked, with text content (other keys kept as given)."""
+    where = f"message {i}"
+    if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+        raise _Bad("bad_field_type", f"{where} needs a string `role`")
+    role = m["role"].lower()
+    if role not in ROLES:
+        raise _Bad(
+            "bad_field_value", f"{where}: role {m['role']!r} is not one of {', '.join(ROLES)}"
         )
-    if fmt == "text":
-        return "", _str(rec, "text")
-    return _chat(rec.get("messages"))
+    if "content" not in m and not m.get("tool_calls"):
+        raise _Bad("bad_field_type", f"{where} needs `content`")
+    out = {**m, "role": role, "content": _content(m.get("content"), where)}
+    if m.get("tool_calls") is not None:
+        if role != "assistant":
+            raise _Bad("bad_field_value", f"{where}: only assistant messages make tool calls")
+        out["tool_calls"] = [_tool_call(c, where) for c in _as_list(m["tool_calls"], where)]
+        if not out["tool_calls"]:
+            del out["tool_calls"]
+    return out
 
 
-def _chat(messages: Any) -> tuple[str, str]:
-    if not isinstance(messages, list) or not messages:
-        raise _Bad("bad_field_type", "`messages` must be a non-empty list of {role, content}")
-    turns = []
-    for m in messages:
-        if (
-            not isinstance(m, dict)
-            or not isinstance(m.get("role"), str)
-            or not isinstance(m.get("content"), str)
-        ):
-            raise _Bad("bad_field_type", "each message needs string `role` and `content`")
-        turns.append((m["role"].lower(), m["content"]))
-    if turns[-1][0] != "assistant":
+def _as_list(value: Any, where: str) -> list:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise _Bad("bad_field_type", f"{where}: tool calls are not valid JSON") from None
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        raise _Bad("bad_field_type", f"{where}: tool calls must be a list")
+    return value
+
+
+def _tool_call(call: Any, where: str) -> dict:
+    """A tool call as `{type: function, function: {name, arguments}}` (arguments parsed when JSON)."""
+    if not isinstance(call, dict):
+        raise _Bad("bad_field_type", f"{where}: a tool call must be an object")
+    fn = call.get("function", call)
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+        raise _Bad("bad_field_type", f"{where}: a tool call needs a function `name`")
+    args = fn.get("arguments", fn.get("parameters", {}))
+    if isinstance(args, str):
+        with contextlib.suppress(json.JSONDecodeError):
+            parsed = json.loads(args)
+            args = parsed if isinstance(parsed, dict) else args
+    out = {**call, "type": "function", "function": {"name": fn["name"], "arguments": args}}
+    for key in ("name", "arguments", "parameters"):
+        if "function" not in call:
+            out.pop(key, None)
+    return out
+
+
+def _sharegpt(m: Any, i: int) -> dict:
+    """One ShareGPT `{from, value}` turn as a message (function_call: an assistant tool call)."""
+    where = f"turn {i}"
+    if not isinstance(m, dict) or not isinstance(m.get("from"), str):
+        raise _Bad("bad_field_type", f"{where} needs a string `from`")
+    role = SHAREGPT_ROLES.get(m["from"].lower())
+    if role is None:
+        names = ", ".join(SHAREGPT_ROLES)
+        raise _Bad("bad_field_value", f"{where}: `from` {m['from']!r} is not one of {names}")
+    value = m.get("value")
+    if not isinstance(value, str):
+        raise _Bad("bad_field_type", f"{where} needs a string `value`")
+    rest = {k: v for k, v in m.items() if k not in ("from", "value")}
+    if m["from"].lower() == "function_call":
+        return {
+            **rest,
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [_tool_call(c, where) for c in _as_list(value, where)],
+        }
+    return {**rest, "role": role, "content": value}
+
+
+def _tools(rec: dict) -> list | None:
+    tools = rec.get("tools")
+    if tools in (None, "", []):
+        return None
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools)
+        except json.JSONDecodeError:
+            raise _Bad("bad_field_type", "`tools` is not valid JSON") from None
+    if isinstance(tools, dict):
+        tools = [tools]
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise _Bad("bad_field_type", "`tools` must be a list of tool definitions")
+    return tools
+
+
+def _check_conversation(turns: list[dict]) -> None:
+    last = turns[-1]
+    if last["role"] != "assistant":
         raise _Bad("missing_response", "the last message is not from the assistant")
-    if len(turns) == 1:
-        raise _Bad("missing_prompt", "only an assistant message")
-    return render_dialogue(turns[:-1]), turns[-1][1]
+    if not any(t["role"] != "assistant" for t in turns[:-1]):
+        raise _Bad("missing_prompt", "only assistant messages")
+    if not message_text(last).strip():
+        raise _Bad("empty_response")
 
 
 def _check_values(value: Any, where: str = "") -> None:
@@ -334,7 +543,28 @@ def _optional(rec: dict, key: str, allowed: tuple[str, ...] | None = None) -> st
     return value
 
 
-def _example(rec: Any, n: int, stem: str, source: str | None) -> tuple[Example, str]:
+def users_columns(raw: list[tuple[int, Any]]) -> dict[str, str]:
+    """Our optional fields that this file uses with values of its own, with one example value.
+
+    A file's `label` (or `risk`, `meta`) is read as ours only when every value in it is ours.
+    """
+    found: dict[str, str] = {}
+    for _, rec in raw:
+        if not isinstance(rec, dict):
+            continue
+        for key, allowed in COLLIDING.items():
+            value = rec.get(key)
+            if key in found or value in (None, ""):
+                continue
+            ours = isinstance(value, dict) if allowed is None else value in allowed
+            if not ours:
+                found[key] = repr(value)[:40]
+    return found
+
+
+def _example(
+    rec: Any, n: int, stem: str, source: str | None, theirs: dict[str, str]
+) -> tuple[Example, str]:
     """Turn one raw record into an Example (and its format); raises _Bad."""
     if isinstance(rec, _Bad):
         raise rec
@@ -342,23 +572,44 @@ def _example(rec: Any, n: int, stem: str, source: str | None) -> tuple[Example, 
         raise _Bad("not_an_object", f"got {type(rec).__name__}")
     _check_values(rec)
     fmt = detect_format(rec)
-    prompt, response = _prompt_response(rec, fmt)
+    turns = _turns(rec, fmt)
+    if turns is not None:
+        _check_conversation(turns)
+        prompt = render_dialogue([(t["role"], message_text(t)) for t in turns[:-1]])
+        response = message_text(turns[-1])
+    elif fmt == "text":
+        prompt, response = "", _str(rec, "text")
+    else:  # a flat pair: read the two strings
+        prompt = (
+            alpaca_prompt(_str(rec, "instruction"), _str(rec, "input", required=False))
+            if fmt == "alpaca"
+            else _str(rec, "prompt")
+        )
+        key = {"alpaca": "output", "prompt_response": "response"}.get(fmt, "completion")
+        response = _str(rec, key)
     if not response.strip():
         raise _Bad("empty_response")
-    meta = rec.get("meta") or {}
-    if not isinstance(meta, dict):
-        raise _Bad("bad_field_type", "`meta` must be an object")
     rid = rec.get("id")
     if isinstance(rid, bool) or not isinstance(rid, str | int | type(None)):
         raise _Bad("bad_field_type", "`id` must be a string or integer")
+    columns = {
+        k: v
+        for k, v in rec.items()
+        if (k not in OUR_FIELDS | FORMAT_FIELDS[fmt] or k in theirs) and v not in (None, "")
+    }
     ex = Example(
         id=str(rid) if rid not in (None, "") else f"{stem}-{n}",
         prompt=prompt,
         response=response,
         source=_optional(rec, "source") or source or stem,
-        risk=_optional(rec, "risk", RISKS),
-        label=_optional(rec, "label", LABELS),
-        meta=meta,
+        risk=None if "risk" in theirs else _optional(rec, "risk", RISKS),
+        label=None if "label" in theirs else _optional(rec, "label", LABELS),
+        meta={} if "meta" in theirs else (rec.get("meta") or {}),
+        messages=turns,
+        tools=_tools(rec) if "tools" in FORMAT_FIELDS[fmt] else None,
+        plain=fmt == "text",
+        line=n,
+        columns=columns,
     )
     return ex, fmt
 
@@ -380,11 +631,17 @@ def read_examples(
     raw, unit = _records(path)
     report = ReadReport(path=str(path), unit=unit, skipped=skip_invalid)
     stem = path.name.split(".")[0]
+    theirs = users_columns(raw)
+    for key, example in theirs.items():
+        report.notes.append(
+            f"`{key}` holds values that are not forgetfilter's (e.g. {example}): kept as your "
+            "column, not read as ground truth"
+        )
     examples: list[Example] = []
     first_seen: dict[str, int] = {}
     for n, rec in raw:
         try:
-            ex, fmt = _example(rec, n, stem, source)
+            ex, fmt = _example(rec, n, stem, source, theirs)
             if ex.id in first_seen:
                 raise _Bad("duplicate_id", f"id {ex.id!r} first used at {unit} {first_seen[ex.id]}")
         except _Bad as bad:
@@ -392,11 +649,7 @@ def read_examples(
             continue
         first_seen[ex.id] = n
         report.formats[fmt] += 1
-        report.ignored_fields.update(
-            k
-            for k, v in rec.items()
-            if k not in KEPT_FIELDS | FORMAT_FIELDS[fmt] and v not in (None, "")
-        )
+        report.user_columns.update(ex.columns)
         examples.append(ex)
     report.n_records = len(examples)
     if report.problems and not skip_invalid:

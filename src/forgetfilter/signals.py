@@ -6,7 +6,7 @@
   lower-cased and stripped of punctuation, ROUGE-1 F-measure with stemming against the target.
   Forgetting = ROUGE before - ROUGE after.
 
-Scoring reads only `prompt` and `response` of each record.
+Scoring reads each record's conversation (or `prompt` and `response`), never its label.
 """
 
 from __future__ import annotations
@@ -83,8 +83,13 @@ def response_nll(
     max_length: int = 512,
     progress: bool = True,
     max_batch_tokens: int | None = None,
+    prompt_format: str = "auto",
+    turns: str = "last",
 ) -> np.ndarray:
     """Mean NLL (nats/token) of each response given its prompt, teacher-forced.
+
+    Records are encoded in the model's prompt format (`batching.encode_all`: `prompt_format`,
+    and in the chat format the target `turns`), exactly as training encodes them.
 
     One forward pass per batch of length-sorted records. When the model accepts `logits_to_keep`
     (Hugging Face causal LMs do), batches are left-padded with explicit position ids and only the
@@ -94,7 +99,7 @@ def response_nll(
     """
     model.eval()
     max_length = _cap_length(model, max_length)
-    enc = encode_all(tokenizer, examples, max_length)
+    enc = encode_all(tokenizer, examples, max_length, prompt_format=prompt_format, turns=turns)
     lengths = [len(e.input_ids) for e in enc]
     if max_batch_tokens:
         batches = token_budget_batches(lengths, max_batch_tokens, batch_size)
@@ -117,7 +122,7 @@ def response_nll(
         b = {k: v.to(device) for k, v in collate(rows, pad_id, side="left").items()}
         mask = b["attention_mask"]
         position_ids = (mask.cumsum(1) - 1).clamp(min=0)
-        keep = max(e.n_labels for e in rows) + 1
+        keep = max(len(e.input_ids) - e.label_start for e in rows) + 1
         keep = min(keep, b["input_ids"].shape[1])
         logits = model(
             input_ids=b["input_ids"],
@@ -171,7 +176,7 @@ def _accepts_logits_to_keep(model) -> bool:
 def generate(
     model,
     tokenizer,
-    prompts: Sequence[str],
+    prompts: Sequence[str | Example],
     *,
     max_new_tokens: int | Sequence[int] = 64,
     batch_size: int = 32,
@@ -179,9 +184,14 @@ def generate(
     progress: bool = True,
     desc: str = "generating",
     first_line_only: bool = False,
+    prompt_format: str = "auto",
     **gen_kwargs,
 ) -> list[str]:
-    """Greedy continuations of rendered prompts, batched, left-padded and length-sorted.
+    """Greedy continuations of prompts, batched, left-padded and length-sorted.
+
+    A prompt is a record (what precedes its target turn) or a user turn's text, rendered in the
+    model's prompt format (`batching.encode_prompt`; the chat format ends with the generation
+    prompt that opens the assistant's turn).
 
     `max_new_tokens` may be one number or one per prompt: a batch decodes up to its largest, and
     each output is cut to its own budget, so results do not depend on the batching. Budgets and
@@ -201,7 +211,7 @@ def generate(
     if positions:  # prompt (>= 8 tokens) + new tokens must fit the position embeddings
         limits = [min(lim, positions - 8) for lim in limits]
     ids = [
-        encode_prompt(tokenizer, p, max(max_length - lim, 8))
+        encode_prompt(tokenizer, p, max(max_length - lim, 8), prompt_format)
         for p, lim in zip(prompts, limits, strict=True)
     ]
     batches = generation_batches([len(x) for x in ids], limits, batch_size, positions)
@@ -386,6 +396,8 @@ def greedy_rouge1(
     batch_size: int = 32,
     max_length: int = 512,
     progress: bool = True,
+    prompt_format: str = "auto",
+    turns: str = "last",
     **gen_kwargs,
 ) -> np.ndarray:
     """ROUGE-1 F of each record's greedy generation against its response (the paper's score).
@@ -399,13 +411,14 @@ def greedy_rouge1(
     outputs = generate(
         model,
         tokenizer,
-        [ex.prompt for ex in examples],
+        list(examples),
         max_new_tokens=limits,
         batch_size=batch_size,
         max_length=max_length,
         progress=progress,
         desc="scoring (rouge)",
         first_line_only=True,
+        prompt_format=prompt_format,
         **gen_kwargs,
     )
     scores = [

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import io
+from .models import describe
 from .signals import forgetting
 from .thresholds import ThresholdChoice
 
@@ -40,13 +41,16 @@ def summarise(
         "signal": run.cfg.signal,
         "normalise": run.cfg.normalise,
         "model": run.cfg.model,
+        "model_source": describe(run.cfg.model),
         "threshold": choice.to_dict(),
         "counts": accounting(inputs["noisy"], kept, removed),
         "safe_noisy_overlap": inputs["safe_noisy_overlap"]["count"],
+        "prompt_format": prompt_format(run.dir),
         "truncated": truncation(run.dir),
         "timings_s": run.timings,
         "quality": label_quality(kept + removed, rows, run.cfg.signal),
-        "outputs": {k: str(run.dir / k) for k in ("kept.jsonl", "removed.jsonl", "scores.jsonl")},
+        "outputs": {k: str(run.dir / k) for k in ("kept.jsonl", "removed.jsonl", "scores.jsonl")}
+        | {"cleaned": next((str(p) for p in sorted((run.dir / "clean").glob("*"))), None)},
         "final_model": str(run.dir / "final" / "model")
         if run.cfg.final and not final_skipped
         else None,
@@ -74,6 +78,18 @@ def threshold_warning(choice: ThresholdChoice) -> str | None:
     return None
 
 
+def prompt_format(run_dir: Path) -> dict:
+    """The prompt format the noisy finetune used (`chat`: the tokenizer's chat template)."""
+    path = run_dir / "m1" / "train_state.json"
+    state = io.read_json(path) if path.exists() else {}
+    config = state.get("config", {})
+    return {
+        "requested": config.get("prompt_format", "auto"),
+        "used": state.get("prompt_format", "alpaca"),
+        "assistant_turns": config.get("assistant_turns", "last"),
+    }
+
+
 def truncation(run_dir: Path) -> dict:
     """Records cut to the context (batching's truncation policy), counted by training M1 and M2.
 
@@ -81,7 +97,10 @@ def truncation(run_dir: Path) -> dict:
     the number of noisy records scored truncated.
     """
     out: dict = {
-        "policy": "forgetfilter.batching: prompt cut at the left, a response over max_length - 16 cut at the right"
+        "policy": "forgetfilter.batching: chat format: oldest history turns dropped, then the last "
+        "user turn's text cut at the left, then the response's text at the right (the system "
+        "prompt and template tokens are never cut); Alpaca format: prompt cut at the left, a "
+        "response over max_length - 16 cut at the right"
     }
     for name, stage in (("noisy", "m1"), ("safe", "m2")):
         path = run_dir / stage / "train_state.json"

@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import batching, io
+from . import batching, chat, io
 from .errors import ConfigError, NumericalError
 from .models import (
     LoraSettings,
@@ -77,6 +77,8 @@ from .records import Example
 
 FAULT_EXIT_CODE = 86
 STATE_FILE = "train_state.json"
+# Config fields added after runs were first recorded, with the value those runs had in effect.
+ADDED_FIELDS = {"prompt_format": "auto", "assistant_turns": "last"}
 # Config fields that may change between a run and its resumption.
 _RESUMABLE_CHANGES = ("save_every", "log_every")
 
@@ -99,6 +101,10 @@ class TrainConfig:
         max_grad_norm: gradient clipping norm (None: no clipping).
         loss_on: `response` (labels -100 on prompt and padding) or `full` (the whole sequence).
         max_length: tokens per example (capped at the model's position limit); see `batching`.
+        prompt_format: `auto` (the tokenizer's chat template when it has one, else the Alpaca
+            template), `chat` or `alpaca`; see `chat`.
+        assistant_turns: chat format: the loss covers the `last` assistant turn (with its
+            end-of-turn token) or `all` assistant turns.
         seed: seed for initialisation (LoRA), dropout and the data order.
         save_every: checkpoint every this many steps (0: only the final model).
         keep_checkpoints: how many recent checkpoints to keep (0: keep all).
@@ -119,6 +125,8 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0
     loss_on: str = "response"
     max_length: int = 512
+    prompt_format: str = "auto"
+    assistant_turns: str = "last"
     seed: int = 0
     save_every: int = 0
     keep_checkpoints: int = 0
@@ -139,6 +147,11 @@ class TrainConfig:
             raise ConfigError("epochs must be positive (or give max_steps)")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError("max_steps must be positive")
+        if self.prompt_format not in chat.FORMATS or self.assistant_turns not in chat.TURNS:
+            raise ConfigError(
+                f"prompt_format must be one of {', '.join(chat.FORMATS)} and assistant_turns one "
+                f"of {', '.join(chat.TURNS)}"
+            )
         if self.max_length < 2 * batching.MIN_PROMPT_TOKENS:
             raise ConfigError(f"max_length must be at least {2 * batching.MIN_PROMPT_TOKENS}")
 
@@ -231,7 +244,10 @@ def data_fingerprint(records: Sequence[Example]) -> str:
     """A hash of the records' ids, prompts and responses in order (resume safety check)."""
     h = hashlib.sha256()
     for ex in records:
-        h.update(io.dumps([ex.id, ex.prompt, ex.response]).encode())
+        fields = [ex.id, ex.prompt, ex.response]
+        if ex.messages is not None or ex.tools is not None or ex.plain:
+            fields += [ex.messages, ex.tools, ex.plain]
+        h.update(io.dumps(fields).encode())
     return h.hexdigest()[:16]
 
 
@@ -386,7 +402,14 @@ class _Run:
         limit = max_positions(model)
         max_length = min(self.cfg.max_length, limit) if limit else self.cfg.max_length
         self.max_length = max_length
-        return batching.encode_all(self.tokenizer, self.records, max_length, self.cfg.loss_on)
+        return batching.encode_all(
+            self.tokenizer,
+            self.records,
+            max_length,
+            self.cfg.loss_on,
+            prompt_format=self.cfg.prompt_format,
+            turns=self.cfg.assistant_turns,
+        )
 
     def restore(self, ckpt: Path | None) -> None:
         """Optimizer, RNG and counters from a checkpoint (or fresh counters)."""
@@ -648,6 +671,7 @@ class _Run:
             "max_length": self.max_length,
             "truncated_records": sum(e.truncated for e in self.encoded),
             "n_records": len(self.records),
+            "prompt_format": chat.resolve_format(self.tokenizer, self.cfg.prompt_format),
         }
 
 
@@ -674,7 +698,8 @@ def _same_path(a: object, b: str) -> bool:
 
 def _comparable(identity: dict) -> dict:
     """The identity fields that must match to resume (minus the freely changeable ones)."""
-    config = {k: v for k, v in identity.get("config", {}).items() if k not in _RESUMABLE_CHANGES}
+    recorded = {**ADDED_FIELDS, **identity.get("config", {})}  # older runs lack the newer fields
+    config = {k: v for k, v in recorded.items() if k not in _RESUMABLE_CHANGES}
     return {**{k: v for k, v in identity.items() if k != "config"}, "config": config}
 
 
@@ -704,7 +729,9 @@ def _sum_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def _n_loss_tokens(e: batching.Encoded) -> int:
     """Positions whose label enters the loss (the first token predicts nothing)."""
-    return len(e.input_ids) - max(e.label_start, 1)
+    if e.spans is None:
+        return len(e.input_ids) - max(e.label_start, 1)
+    return e.n_labels - (1 if e.spans and e.spans[0][0] == 0 else 0)
 
 
 def _rank_file(directory: Path, kind: str, rank: int) -> Path:
