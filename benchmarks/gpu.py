@@ -45,7 +45,7 @@ import torch
 
 from forgetfilter import signals  # noqa: E402
 from forgetfilter.batching import encode_example, length_grouped_batches  # noqa: E402
-from forgetfilter.models import CUDNN_SDPA_ENV, attention_backends  # noqa: E402
+from forgetfilter.devices import CUDNN_SDPA_ENV, attention_backends  # noqa: E402
 
 T0 = time.perf_counter()
 

@@ -28,7 +28,7 @@ import _common as C  # noqa: N812
 import numpy as np
 import torch
 
-from forgetfilter import signals
+from forgetfilter import recipes, signals
 from forgetfilter.batching import encode_example
 
 
@@ -168,7 +168,7 @@ def auroc_rows(run_dir: Path, records, args) -> list[dict]:
     rows = []
     for sig in ("loss", "rouge"):
         for norm in ("none", "relative"):
-            f = signals.forgetting(scores["m1", sig], scores["m2", sig], sig, norm)
+            f = recipes.forgetting(scores["m1", sig], scores["m2", sig], sig, norm)
             rows.append(
                 {
                     "signal": sig,
@@ -223,7 +223,7 @@ def merge_precision_rows(run_dir: Path, records, args) -> list[dict]:
             model, tok = load_model(run_dir / stage / "model", device=args.device, dtype=dtype)
             model = model.merge_and_unload() if merged else model
             nll.append(signals.response_nll(model, tok, records, **kw))
-        return signals.forgetting(nll[0], nll[1], "loss", "relative")
+        return recipes.forgetting(nll[0], nll[1], "loss", "relative")
 
     ref = forgetting("fp32", False)
     rows = []

@@ -24,7 +24,7 @@ from sklearn.metrics import roc_auc_score
 
 def variants(before: np.ndarray, after: np.ndarray, m0: np.ndarray) -> dict[str, np.ndarray]:
     """Forgetting definitions compared by the sweep (larger = more forgotten)."""
-    from forgetfilter.signals import forgetting, learning
+    from forgetfilter.recipes import forgetting, learning
 
     names = {"diff": "none", "relative": "relative", "relative+learning": "relative+learning"}
     out = {k: forgetting(before, after, "loss", norm, m0) for k, norm in names.items()}

@@ -62,7 +62,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def micro_model_dir(data_dir: Path, _isolated_cache) -> Path:
     """The `micro` built-in model, built once per session (also what `tiny:micro` resolves to)."""
-    from forgetfilter.models import ensure_tiny
+    from forgetfilter.tiny import ensure_tiny
 
     return ensure_tiny("micro", 0, data_dir=data_dir)
 

@@ -111,7 +111,16 @@ def test_match_option_and_first_line() -> None:
     assert evaluation.match_option("cannot be determined", opts) == 2
     assert evaluation.match_option("zebra", opts) == -1
     assert evaluation.first_line("\n  \nfirst\nsecond") == "first"
-    assert evaluation.with_cue("Q?", "Be fair.") == "Q?\nBe fair."
+    from forgetfilter.records import Example, with_user_suffix
+
+    assert with_user_suffix(Example("a", "Q?", ""), "Be fair.").prompt == "Q?\nBe fair."
+    chat = Example(
+        "c",
+        "Q?",
+        "",
+        messages=[{"role": "user", "content": "Q?"}, {"role": "assistant", "content": ""}],
+    )
+    assert with_user_suffix(chat, "Be fair.").messages[0]["content"] == "Q?\nBe fair."
 
 
 def test_parse_suites_and_config_errors(tmp_path: Path) -> None:
@@ -242,3 +251,17 @@ def test_cli_eval_missing_suite_file(micro_dir: Path, tmp_path: Path, capsys) ->
         ]
     )
     assert rc == 2 and "no squad.jsonl" in capsys.readouterr().err
+
+
+def test_every_suite_with_a_safety_metric_has_a_self_correction_cue():
+    import torch
+
+    from forgetfilter.evaluation import DEFAULT_CUES, EvalConfig, _Runner
+    from forgetfilter.experiments.context import CUES
+
+    model = torch.nn.Linear(1, 1)
+    model.config = type("Config", (), {})()
+    runner = _Runner(model, None, EvalConfig(self_correction=True))
+    for suite in ("bias", "toxicity", "harm"):
+        assert runner.cue(suite) == DEFAULT_CUES[suite] == CUES[suite]
+    assert runner.cue("squad") is None

@@ -155,3 +155,19 @@ def test_interleaved_rounds_against_filtering_first(micro, tmp_path):
     assert all("s_amb" in p["eval"]["bias"] for p in res["filter_first"] + res["interleaved"])
     for f in ("interleaved.png", "interleaved_squad.png", "report.html"):
         assert list((tmp_path / "il").rglob(f)), f
+
+
+def test_a_directory_made_with_another_seed_is_refused_unless_forced(micro, tmp_path):
+    from forgetfilter.errors import ConfigError
+
+    out = tmp_path / "exp"
+    first = run_experiment("dynamics", _ctx(out, micro))
+    assert io.read_json(out / "experiment.json")["seed"] == 0 and first["seed"] == 0
+    with pytest.raises(ConfigError, match=r"another configuration \(changed: seed\)"):
+        run_experiment("dynamics", _ctx(out, micro, seed=1))
+    with pytest.raises(ConfigError, match=r"changed: scale"):
+        Context(out, model=str(micro), scale=SCALES["small"], data_dir=out).claim()
+    ctx = Context(out, model=str(micro), scale=SCALES["test"], seed=1, data_dir=out, force=True)
+    ctx.claim()  # forced: the old results are gone, the new identity recorded
+    assert sorted(p.name for p in out.iterdir()) == ["experiment.json"]
+    assert io.read_json(out / "experiment.json")["seed"] == 1

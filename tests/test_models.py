@@ -180,7 +180,7 @@ def test_trainable_adapter_reload(micro_model_dir, tmp_path):
 
 def test_attention_backends_leave_out_cudnn_on_cuda_only(monkeypatch):
     """cuDNN attention is switched off inside the context on CUDA and restored after; CPU untouched."""
-    from forgetfilter.models import CUDNN_SDPA_ENV, attention_backends
+    from forgetfilter.devices import CUDNN_SDPA_ENV, attention_backends
 
     monkeypatch.delenv(CUDNN_SDPA_ENV, raising=False)
     before = torch.backends.cuda.cudnn_sdp_enabled()

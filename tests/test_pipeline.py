@@ -104,7 +104,7 @@ def test_run_writes_auditable_outputs(micro_model_dir, tmp_path):
 
 
 def test_learning_is_the_share_of_reference_nll_removed():
-    from forgetfilter.signals import learning, mean_rank
+    from forgetfilter.recipes import learning, mean_rank
 
     assert learning(np.array([4.0, 2.0]), np.array([1.0, 2.0])).tolist() == [0.75, 0.0]
     assert (
@@ -114,7 +114,7 @@ def test_learning_is_the_share_of_reference_nll_removed():
 
 
 def test_default_score_is_forgetting_and_learning_for_loss_and_forgetting_for_rouge():
-    from forgetfilter import cli, signals
+    from forgetfilter import cli
     from forgetfilter.errors import ConfigError
     from forgetfilter.pipeline import RunConfig
 
@@ -123,11 +123,15 @@ def test_default_score_is_forgetting_and_learning_for_loss_and_forgetting_for_ro
     assert RunConfig(normalise="relative+static").normalise == "relative+static"
     with pytest.raises(ConfigError, match="needs --signal loss"):
         RunConfig(signal="rouge", normalise="relative+learning")
-    assert cli.NORMALISATIONS == signals.NORMALISATIONS
+    from forgetfilter import recipes
+
+    args = cli.build_parser().parse_args(["run", "--noisy", "n", "--safe", "s", "--out", "o"])
+    assert cli.run_config_from_args(args).normalise == "relative+learning"
+    assert set(recipes.RECIPES) >= {"none", "relative", "reversion"}
 
 
 def test_relative_plus_learning_ranks_learned_then_forgotten_examples_first():
-    from forgetfilter.signals import forgetting
+    from forgetfilter.recipes import forgetting
 
     m0 = np.array([5.0, 5.0, 5.0, 5.0])
     before = np.array([2.0, 4.5, 2.0, 4.5])  # examples 0 and 2 were learned far more
@@ -362,3 +366,84 @@ def main_lines(run_dir) -> int:
     with contextlib.redirect_stdout(buf):
         _print_run_summary(io.read_json(run_dir / "summary.json"))
     return buf.getvalue().count("removed")
+
+
+def test_force_discards_the_forgetting_curve_of_the_replaced_run(micro_model_dir, tmp_path):
+    noisy, safe = make_data(tmp_path)
+    run_dir = tmp_path / "run"
+    first = micro_config(str(micro_model_dir), safety_steps=4, curve_points=2, final=False)
+    run_forgetfilter(noisy, safe, run_dir, first)
+    assert sorted(p.name for p in (run_dir / "curve").iterdir()) == [
+        "step-000002.jsonl",
+        "step-000004.jsonl",
+    ]
+    second = micro_config(str(micro_model_dir), safety_steps=3, curve_points=3, final=False)
+    result = run_forgetfilter(noisy, safe, run_dir, second, force=True)
+    names = sorted(p.name for p in (run_dir / "curve").iterdir())
+    assert names == ["step-000001.jsonl", "step-000002.jsonl", "step-000003.jsonl"]
+    assert "curve_auc" in result.summary["quality"]
+
+
+def test_nested_training_settings_are_checked_before_any_stage():
+    from forgetfilter.errors import ConfigError
+    from forgetfilter.pipeline import RunConfig
+    from forgetfilter.training import TrainConfig
+
+    with pytest.raises(ConfigError, match="batch sizes must be positive"):
+        RunConfig(noisy_train=TrainConfig(batch_size=0))
+    with pytest.raises(ConfigError, match="max_length"):
+        RunConfig(safety_train=TrainConfig(max_length=8))
+
+
+def test_reversion_is_the_share_of_learning_undone():
+    from forgetfilter.recipes import forgetting
+
+    m0 = np.array([4.0, 4.0, 4.0])
+    before = np.array([2.0, 3.0, 4.0])  # learned 2, 1 and 0 nats
+    after = np.array([3.0, 3.5, 5.0])
+    assert forgetting(before, after, "loss", "reversion", m0).tolist() == [0.5, 0.5, 0.0]
+
+
+def test_a_registered_recipe_reaches_the_cli_the_config_and_the_summary(monkeypatch):
+    from forgetfilter import cli, recipes
+    from forgetfilter.pipeline import RunConfig
+    from forgetfilter.summary import label_quality
+
+    recipe = recipes.Recipe("after_only", lambda t: np.asarray(t.m2, float), "NLL on M2 alone")
+    monkeypatch.setitem(recipes.RECIPES, recipe.name, recipe)
+    argv = ["run", "--noisy", "n", "--safe", "s", "--out", "o", "--normalise", "after_only"]
+    assert cli.run_config_from_args(cli.build_parser().parse_args(argv)).normalise == "after_only"
+    assert RunConfig(normalise="after_only").normalise == "after_only"
+    rows = [
+        {"id": str(i), "before": 1.0, "after": float(i), "forgetting": 0.0, "removed": False}
+        for i in range(4)
+    ]
+    records = [{"id": str(i), "label": "unsafe" if i > 1 else "task"} for i in range(4)]
+    assert label_quality(records, rows)["forgetting_after_only"]["auroc"] == 1.0
+
+
+def test_static_and_random_filters_through_run(micro_model_dir, tmp_path):
+    from forgetfilter.errors import ConfigError
+
+    noisy, safe = make_data(tmp_path)
+    quarter = ThresholdConfig("fraction", fraction=0.25)
+    cfg = micro_config(
+        str(micro_model_dir), safety_steps=2, final=False, threshold=quarter, filter="static"
+    )
+    result = run_forgetfilter(noisy, safe, tmp_path / "run", cfg)
+    rows = io.read_jsonl(tmp_path / "run" / "scores.jsonl")
+    lowest = sorted(rows, key=lambda r: r["before"])[:9]
+    assert sorted(result.removed_ids) == sorted(r["id"] for r in lowest)
+    removed = io.read_jsonl(tmp_path / "run" / "removed.jsonl")
+    assert all(r["reason"].startswith("static fit") for r in removed)
+    with pytest.raises(ConfigError, match="--filter random needs --remove-fraction"):
+        micro_config(str(micro_model_dir), filter="random")
+    cfg = micro_config(
+        str(micro_model_dir), safety_steps=2, final=False, threshold=quarter, filter="random"
+    )
+    result = run_forgetfilter(noisy, safe, tmp_path / "random", cfg)
+    assert len(result.removed_ids) == 9
+    assert all(
+        r["reason"].startswith("random draw")
+        for r in io.read_jsonl(tmp_path / "random" / "removed.jsonl")
+    )

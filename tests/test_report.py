@@ -144,3 +144,15 @@ def test_demo_report_from_results(tmp_path):
     path = report.demo_report(tmp_path, {"bias": {"filter": summary, "table": table}})
     text = path.read_text()
     assert _parse(text).errors == [] and text.count("data:image/png;base64,") == 2
+
+
+def test_importing_the_report_leaves_the_matplotlib_backend_alone():
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib; matplotlib.use('pdf'); import forgetfilter.report, forgetfilter.demo; "
+        "print(matplotlib.get_backend())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "pdf"

@@ -105,7 +105,8 @@ def test_run_on_chat_data_through_the_chat_template(
     # ... which loads as a conversational dataset in TRL's sense
     from datasets import load_dataset
 
-    ds = load_dataset("json", data_files=str(out / "clean" / "chat.jsonl"), split="train")
+    clean_file = str(out / "clean" / "chat.jsonl")
+    ds = load_dataset("json", data_files=clean_file, split="train", cache_dir=str(tmp_path / "hf"))
     assert len(ds) == 24 and "messages" in ds.column_names and "my_tag" in ds.column_names
     assert all(m[-1]["role"] == "assistant" and "role" in m[0] for m in ds["messages"])
     # the delivered model answers through its template

@@ -218,7 +218,7 @@ class GuardScorer:
         """P(unsafe) per response (with its request when `prompts` is given)."""
         import torch
 
-        from .models import attention_backends
+        from .devices import attention_backends
 
         prompts = prompts if prompts is not None else [""] * len(texts)
         out = []

@@ -8,8 +8,6 @@ import sys
 
 from .errors import ForgetFilterError
 
-# signals.NORMALISATIONS, spelled out so that the CLI starts without importing torch (tested equal)
-NORMALISATIONS = ("none", "relative", "relative+static", "relative+learning")
 # chat.FORMATS and chat.TURNS, likewise
 PROMPT_FORMATS = ("auto", "chat", "alpaca")
 ASSISTANT_TURNS = ("last", "all")
@@ -100,29 +98,15 @@ def _add_training(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model dir, hub id, adapter dir or `tiny`")
     p.add_argument("--data", required=True, help="JSONL/JSON/CSV/Parquet prompt-response file")
     p.add_argument("--out", required=True, help="output dir (rerun the same command to resume)")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--full", action="store_true", help="finetune all weights (default: LoRA)")
-    mode.add_argument("--lora-targets", nargs="+", default=None, help="LoRA module names")
-    p.add_argument("--lora-r", type=int, default=8)
-    p.add_argument("--lora-alpha", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--batch-size", type=int, default=32, help="examples per optimizer step")
-    p.add_argument("--micro-batch-size", type=int, default=None, help="per forward pass")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=float, default=1.0)
-    length.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--warmup-ratio", type=float, default=0.03)
-    p.add_argument("--save-every", type=int, default=0, help="checkpoint every K steps")
-    p.add_argument("--loss-on", choices=["response", "full"], default="response")
-    p.add_argument("--max-length", type=int, default=512)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None)
+    from .options import add_options, train_options
+
+    add_options(p.add_argument_group("training settings (TrainConfig fields)"), train_options())
     p.add_argument(
         "--resume", action="store_true", help="continue from the last checkpoint (the default)"
     )
     p.add_argument("--no-resume", action="store_true", help="start over, deleting earlier outputs")
     p.add_argument("--skip-invalid", action="store_true", help="skip bad records in --data")
-    _add_model_format(p)
+    p.add_argument("--revision", default=None, help="hub revision of --model (same as ID@REV)")
     p.set_defaults(func=_train)
     p = sub.add_parser("model", help="build the built-in tiny aligned model, export merged models")
     msub = p.add_subparsers(dest="model_command", required=True)
@@ -140,29 +124,12 @@ def _add_training(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .models import LoraSettings
+    from .options import build_train_config, flag_settings, train_options
     from .readers import read_examples
-    from .training import TrainConfig, train
+    from .training import train
 
     records, _ = read_examples(args.data, skip_invalid=args.skip_invalid)
-    targets = tuple(args.lora_targets) if args.lora_targets else None
-    cfg = TrainConfig(
-        lr=args.lr,
-        batch_size=args.batch_size,
-        micro_batch_size=args.micro_batch_size,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        warmup_ratio=args.warmup_ratio,
-        loss_on=args.loss_on,
-        max_length=args.max_length,
-        seed=args.seed,
-        save_every=args.save_every,
-        finetune="full" if args.full else "lora",
-        lora=LoraSettings(r=args.lora_r, alpha=args.lora_alpha, targets=targets),
-        dtype=args.dtype,
-        prompt_format=args.prompt_format,
-        assistant_turns=args.assistant_turns,
-    )
+    cfg = build_train_config(flag_settings(args, train_options()))
     result = train(_model_name(args), records, args.out, cfg, resume=not args.no_resume)
     if result.already_complete:
         print(f"{args.out} is already complete ({result.steps} steps); nothing to do")
@@ -181,8 +148,7 @@ def _is_main_process() -> bool:
 def _build_tiny(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .models import ensure_tiny, tiny_model_dir
-    from .tiny import build_tiny
+    from .tiny import build_tiny, ensure_tiny, tiny_model_dir
 
     out = Path(args.out) if args.out else tiny_model_dir(args.preset, args.seed)
     if (out / "build_info.json").exists() and not args.force:
@@ -205,120 +171,58 @@ def _export_merged(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- pipeline
 def _add_pipeline(sub: argparse._SubParsersAction) -> None:
+    from .options import add_run_options
+
     p = sub.add_parser("run", help="run ForgetFilter (Algorithm 1) end to end")
-    p.add_argument("--model", default="tiny", help="aligned model M0: HF id, local path or `tiny`")
+    p.add_argument(
+        "--model",
+        default=argparse.SUPPRESS,
+        help="aligned model M0: hub id, local dir, .gguf file, `smollm2-135m-instruct` or `tiny` "
+        "(the default)",
+    )
+    p.add_argument("--revision", default=None, help="hub revision of --model (same as ID@REV)")
     p.add_argument("--noisy", required=True, help="the custom finetuning data to filter")
     p.add_argument("--safe", required=True, help="safe examples for the short safety finetune")
     p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
-    p.add_argument("--signal", choices=["loss", "rouge"], default="loss")
     p.add_argument(
-        "--normalise",
-        choices=list(NORMALISATIONS),
+        "--config",
         default=None,
-        help="the filter's score: forgetting as after-before (none), relative to before (relative, "
-        "the paper's), or its mean rank with static low NLL (relative+static) or with learning "
-        "over M0 (relative+learning; default for the loss signal, relative for rouge)",
+        help="YAML file of RunConfig fields (nested as the dataclasses); flags override it",
     )
-    p.add_argument(
-        "--safety-steps", type=int, default=None, help="default: one epoch of the safe set"
-    )
-    p.add_argument(
-        "--curve-points",
-        type=int,
-        default=0,
-        help="also score this many checkpoints of safety finetuning",
-    )
-    p.add_argument(
-        "--max-new-tokens", type=int, default=None, help="rouge signal generation budget"
-    )
-    p.add_argument(
-        "--compile-generation",
-        action="store_true",
-        help="rouge signal on CUDA: compile decoding (slow first call, faster after)",
-    )
-    p.add_argument("--seed", type=int, default=0)
     g = p.add_mutually_exclusive_group()
     g.add_argument(
         "--auto", action="store_true", help="choose phi from the score distribution (default)"
     )
     g.add_argument(
-        "--threshold", type=float, help="remove examples whose forgetting exceeds this phi"
+        "--threshold", type=float, help="remove examples whose filter score exceeds this phi"
     )
     g.add_argument(
-        "--remove-fraction", type=float, help="remove this fraction with the strongest forgetting"
-    )
-    p.add_argument("--no-final", action="store_true", help="stop after filtering")
-    p.add_argument(
-        "--skip-invalid", action="store_true", help="skip invalid input lines (listed and counted)"
+        "--remove-fraction", type=float, help="remove this fraction with the highest filter score"
     )
     p.add_argument(
         "--force", action="store_true", help="discard a run made with another configuration"
     )
-    _add_train_overrides(p)
-    _add_model_format(p)
+    add_run_options(p)
     p.set_defaults(func=_cmd_run)
 
 
-def _add_train_overrides(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group(
-        "training (defaults depend on the model: see `forgetfilter run --help`)"
-    )
-    g.add_argument(
-        "--full", action="store_true", default=None, help="full finetuning instead of LoRA"
-    )
-    g.add_argument("--lora", dest="full", action="store_false", help="LoRA finetuning")
-    g.add_argument("--lr", type=float, default=None)
-    g.add_argument("--safety-lr", type=float, default=None)
-    g.add_argument(
-        "--epochs", type=float, default=None, help="epochs of noisy (and final) finetuning"
-    )
-    g.add_argument("--batch-size", type=int, default=None, help="effective batch size")
-    g.add_argument("--micro-batch-size", type=int, default=None)
-    g.add_argument("--max-length", type=int, default=None)
-    g.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"])
-    g.add_argument(
-        "--save-every",
-        type=int,
-        default=None,
-        help="checkpoint training every K steps, so a killed run resumes inside a stage",
-    )
+def run_config_from_args(a: argparse.Namespace):
+    """The RunConfig of a `run` command line: the model's preset, then --config, then the flags."""
+    from .options import build_run_config, file_settings, flag_settings, threshold_settings
+
+    settings = file_settings(a.config) if a.config else {}
+    settings |= flag_settings(a) | threshold_settings(a)
+    model = getattr(a, "model", None) or settings.pop("model", None) or "tiny"
+    settings.pop("model", None)
+    if a.revision:
+        model = f"{model}@{a.revision}"
+    return build_run_config(model, settings)
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
-    from .pipeline import default_run_config, run_forgetfilter
-    from .thresholds import ThresholdConfig
+    from .pipeline import run_forgetfilter
 
-    if a.threshold is not None:
-        thr = ThresholdConfig("threshold", threshold=a.threshold)
-    elif a.remove_fraction is not None:
-        thr = ThresholdConfig("fraction", fraction=a.remove_fraction)
-    else:
-        thr = ThresholdConfig("auto")
-    cfg = default_run_config(
-        _model_name(a),
-        prompt_format=a.prompt_format,
-        assistant_turns=a.assistant_turns,
-        signal=a.signal,
-        normalise=a.normalise,
-        safety_steps=a.safety_steps,
-        seed=a.seed,
-        threshold=thr,
-        final=not a.no_final,
-        curve_points=a.curve_points,
-        max_new_tokens=a.max_new_tokens,
-        compile_generation=a.compile_generation,
-        skip_invalid=a.skip_invalid,
-        full=a.full,
-        lr=a.lr,
-        safety_lr=a.safety_lr,
-        epochs=a.epochs,
-        batch_size=a.batch_size,
-        micro_batch_size=a.micro_batch_size,
-        max_length=a.max_length,
-        dtype=a.dtype,
-        save_every=a.save_every,
-    )
-    result = run_forgetfilter(a.noisy, a.safe, a.out, cfg, force=a.force)
+    result = run_forgetfilter(a.noisy, a.safe, a.out, run_config_from_args(a), force=a.force)
     if os.environ.get("RANK", "0") == "0":  # once under torchrun / accelerate launch
         _print_run_summary(result.summary)
     return 0
@@ -453,6 +357,11 @@ def _add_experiments(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--methods", default=None, help="compare only: comma-separated subset of methods"
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="discard a directory made with another model, scale or seed",
+    )
     p.set_defaults(func=_cmd_experiment)
     p = sub.add_parser("demo", help="the whole story on the built-in tiny model, offline")
     p.add_argument("--out", default="forgetfilter-demo", help="demo directory (rerun to resume)")
@@ -479,6 +388,7 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
         seed=a.seed,
         risks=tuple(a.risk),
         methods=methods,
+        force=a.force,
     )
     results = run_experiment(a.name, ctx)
     print(

@@ -23,11 +23,8 @@ import torch
 from torch import nn
 
 from . import io
+from .devices import DTYPES, attention_backends, pick_device, resolve_dtype  # noqa: F401
 from .errors import ConfigError
-from .paths import cache_dir
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-TINY_DEFAULT_PRESET = "tiny"
 
 # Attention projections preferred as LoRA targets, by architecture family (first match wins).
 _PREFERRED_TARGETS = (
@@ -38,8 +35,6 @@ _PREFERRED_TARGETS = (
     ("qkv_proj",),  # Phi-3
 )
 _OUTPUT_LAYERS = ("lm_head", "embed_out", "output")
-# Set to 1 to let PyTorch use cuDNN attention in our forward passes (see `attention_backends`).
-CUDNN_SDPA_ENV = "FORGETFILTER_CUDNN_SDPA"
 
 
 # ---------------------------------------------------------------- names and devices
@@ -55,8 +50,9 @@ def resolve_model(name_or_path: str | Path) -> str:
 
     name = str(name_or_path)
     if name == "tiny" or name.startswith("tiny:"):
-        preset, seed = _parse_tiny(name)
-        return str(ensure_tiny(preset, seed))
+        from .tiny import ensure_tiny, parse_tiny_name  # imported lazily (tiny is heavy)
+
+        return str(ensure_tiny(*parse_tiny_name(name)))
     if sources.is_named(name):
         return sources.resolve_named(name)
     if sources.is_gguf(name):
@@ -96,89 +92,11 @@ def describe(name_or_path: str | Path) -> dict:
     resolved = resolve_model(name_or_path)
     out = {"name": str(name_or_path), "resolved": resolved}
     found = sources.origin(resolved) if Path(resolved).is_dir() else None
+    if found is None and sources.is_named(str(name_or_path)):
+        found = {"named": str(name_or_path).lower(), "source": f"the Hugging Face hub ({resolved})"}
     if found:
         out["origin"] = found
     return out
-
-
-def _parse_tiny(name: str) -> tuple[str, int]:
-    parts = name.split(":")
-    preset = parts[1] if len(parts) > 1 and parts[1] else TINY_DEFAULT_PRESET
-    seed_text = parts[2].lstrip("s") if len(parts) > 2 else "0"
-    if len(parts) > 3 or not seed_text.isdigit():
-        raise ConfigError(
-            f"bad built-in model name {name!r}: use tiny, tiny:PRESET or tiny:PRESET:SEED"
-        )
-    return preset, int(seed_text)
-
-
-def tiny_model_dir(preset: str = TINY_DEFAULT_PRESET, seed: int = 0) -> Path:
-    """Where `resolve_model` keeps the built-in model for a preset and seed."""
-    return cache_dir() / "models" / f"tiny-{preset}-s{seed}"
-
-
-def ensure_tiny(
-    preset: str = TINY_DEFAULT_PRESET,
-    seed: int = 0,
-    data_dir: str | Path | None = None,
-    *,
-    force: bool = False,
-) -> Path:
-    """Build the built-in model into the cache unless a complete build is there (or `force`)."""
-    from .tiny import build_tiny  # imported lazily (tiny is heavy)
-
-    out = tiny_model_dir(preset, seed)
-    if (out / "build_info.json").exists() and not force:
-        return out
-    with io.file_lock(out.with_name(f".{out.name}.lock")):
-        if force or not (out / "build_info.json").exists():  # another process may have built it
-            build_tiny(out, preset=preset, seed=seed, data_dir=data_dir)
-    return out
-
-
-def pick_device() -> str:
-    """`cuda` when a GPU is visible, else `mps` on Apple silicon, else `cpu`."""
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-@contextlib.contextmanager
-def attention_backends(device: str | torch.device) -> Iterator[None]:
-    """Scaled-dot-product attention backends for our variable-length batches.
-
-    On CUDA, cuDNN attention is left out (flash, memory-efficient and math remain): PyTorch 2.11
-    tries it first on recent GPUs for padded batches, and it builds an execution plan for every new
-    (batch, length) shape, several hundred ms each (measured on an H200: README, Performance), while
-    length-sorted batches have a new shape nearly every time. Elsewhere, or with
-    `FORGETFILTER_CUDNN_SDPA=1`, PyTorch's own choice stands.
-    """
-    if torch.device(device).type != "cuda" or os.environ.get(CUDNN_SDPA_ENV) == "1":
-        yield
-        return
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    allowed = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-    with sdpa_kernel(allowed):
-        yield
-
-
-def resolve_dtype(
-    dtype: str | torch.dtype | None, device: str | torch.device | None = None
-) -> torch.dtype:
-    """A torch dtype from `fp32|bf16|fp16` (or a dtype); None picks bf16 on a bf16-capable GPU, else fp32."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype is None or dtype == "auto":
-        device = str(device or pick_device())
-        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    if dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
 
 
 # ---------------------------------------------------------------- loading
@@ -292,13 +210,25 @@ def _set_mode(model: nn.Module, trainable: bool, adapter: bool) -> None:
 
 
 def max_positions(model: nn.Module) -> int | None:
-    """The longest sequence the model's position embeddings cover (None when unbounded/unknown)."""
+    """The longest sequence the model's position embeddings cover (None when unbounded/unknown).
+
+    A peft wrapper answers for its base model.
+    """
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
     cfg = model.config
     for key in ("n_positions", "max_position_embeddings", "n_ctx"):
         value = getattr(cfg, key, None)
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def cap_length(model: nn.Module, max_length: int) -> int:
+    """`max_length` capped at the model's position limit: the one rule training, scoring,
+    generation and evaluation all use."""
+    limit = max_positions(model)
+    return min(max_length, limit) if limit else max_length
 
 
 # ---------------------------------------------------------------- LoRA

@@ -39,23 +39,22 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import io
+from . import filters, io, recipes
 from .errors import ConfigError, ForgetFilterError
+from .recipes import forgetting
 from .records import Example
-from .signals import NORMALISATIONS, SIGNALS, check_finite, forgetting
+from .signals import SIGNALS, check_finite
 from .summary import summarise
-from .thresholds import METHODS, ThresholdChoice, ThresholdConfig, choose_threshold
+from .thresholds import METHODS, ThresholdChoice, ThresholdConfig
 from .training import TrainConfig
 
 SCORE_SHARD = 256
-RANK_NORMALISATIONS = ("relative+static", "relative+learning")
-STAGES = ("inputs", "scores_m0", "m1", "scores_before", "m2", "scores_after", "filter", "final")
 
 
 @dataclass
@@ -65,10 +64,11 @@ class RunConfig:
     Attributes:
         model: the aligned model M0 (Hugging Face id, local path, or `tiny`).
         signal: `loss` (teacher-forced response NLL) or `rouge` (the paper's ROUGE-1 of greedy generations).
-        normalise: the filter's score (signals.forgetting): `none` (plain difference), `relative`
-            (relative to the score before: the paper's forgetting), `relative+static`, or
+        normalise: the filter's score, a recipe of `recipes.RECIPES`: `none` (plain difference),
+            `relative` (relative to the score before: the paper's forgetting), `relative+static`,
             `relative+learning` (mean rank of relative forgetting and of learning over M0; loss
-            signal only). None = `relative+learning` for the loss signal, `relative` for rouge.
+            signal only) or `reversion` (the share of what was learned that was undone). None =
+            `relative+learning` for the loss signal, `relative` for rouge.
         safety_steps: optimizer steps of safety finetuning (M1 -> M2); None = one epoch of the safe set.
         noisy_train: training settings for M0 -> M1 and for the final model.
         safety_train: training settings for M1 -> M2 (its max_steps is set from `safety_steps`).
@@ -83,11 +83,15 @@ class RunConfig:
             and report the area under each example's forgetting curve (0 = off).
         skip_invalid: skip invalid input lines (listed and counted) instead of stopping.
         seed: seed of every training stage and of the threshold fit.
+        filter: which filter decides the removals (`filters.FILTERS`): `forgetfilter` (the
+            method), or the `static` or `random` baseline on the same scores.
     """
 
     model: str = "tiny"
-    signal: str = "loss"
-    normalise: str | None = None
+    signal: str = field(default="loss", metadata={"choices": SIGNALS})
+    normalise: str | None = field(
+        default=None, metadata={"choices": lambda: tuple(recipes.RECIPES)}
+    )
     safety_steps: int | None = None
     noisy_train: TrainConfig = field(default_factory=TrainConfig)
     safety_train: TrainConfig = field(default_factory=TrainConfig)
@@ -99,21 +103,28 @@ class RunConfig:
     curve_points: int = 0
     skip_invalid: bool = False
     seed: int = 0
+    filter: str = field(
+        default="forgetfilter", metadata={"choices": lambda: tuple(filters.FILTERS)}
+    )
 
     def __post_init__(self) -> None:
         if self.signal not in SIGNALS:
             raise ConfigError(f"unknown signal {self.signal!r}; choose from {', '.join(SIGNALS)}")
         if self.normalise is None:
             self.normalise = "relative+learning" if self.signal == "loss" else "relative"
-        if self.normalise not in NORMALISATIONS:
+        if self.normalise not in recipes.RECIPES:
             raise ConfigError(
-                f"unknown normalisation {self.normalise!r}; choose from {', '.join(NORMALISATIONS)}"
+                f"unknown normalisation {self.normalise!r}; choose from {', '.join(recipes.RECIPES)}"
             )
-        if self.normalise == "relative+learning" and self.signal != "loss":
+        recipe = recipes.get(self.normalise)
+        if self.signal not in recipe.signals:
             raise ConfigError(
-                "--normalise relative+learning needs --signal loss (M0 is scored by NLL)"
+                f"--normalise {self.normalise} needs --signal {' or '.join(recipe.signals)}"
+                + (" (M0 is scored by NLL)" if "m0" in recipe.needs else "")
             )
         t = self.threshold
+        if not filters.get(self.filter).automatic and t.method == "auto":
+            raise ConfigError(f"--filter {self.filter} needs --remove-fraction or --threshold")
         if t.method not in METHODS:
             raise ConfigError(
                 f"unknown threshold method {t.method!r}; choose from {', '.join(METHODS)}"
@@ -122,6 +133,8 @@ class RunConfig:
             raise ConfigError(f"--threshold must be a finite number, got {t.threshold}")
         if t.method == "fraction" and (t.fraction is None or not 0.0 <= t.fraction <= 1.0):
             raise ConfigError(f"--remove-fraction must be in [0, 1], got {t.fraction}")
+        self.noisy_train.validate()
+        self.safety_train.validate()
         if (
             self.score_batch_size < 1
             or self.curve_points < 0
@@ -242,6 +255,93 @@ def run_forgetfilter(
             ) from None
 
 
+class State:
+    """What the stages of one run share: the settings, and each finished stage's result."""
+
+    def __init__(self, run: Run, noisy_path, safe_path, ranks: Ranks):
+        self.run, self.cfg, self.ranks = run, run.cfg, ranks
+        self.noisy_path, self.safe_path = noisy_path, safe_path
+        self.results: dict[str, object] = {}
+
+    def __getitem__(self, stage: str):
+        return self.results.get(stage)
+
+    @property
+    def noisy(self) -> list[Example]:
+        return self.results["inputs"][0]
+
+    @property
+    def kept(self) -> list[Example]:
+        removed = self.results["filter"][1]
+        return [ex for ex in self.noisy if ex.id not in removed]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a run, declared: what it writes (globs under the run directory), when it
+    runs, and how. `--force` and resuming act on what the stages declare."""
+
+    name: str
+    produces: tuple[str, ...]
+    run: Callable[[State], object]
+    when: Callable[[State], bool] = lambda s: True
+    main_only: bool = False
+
+
+def _score(model: Callable[[State], str], name: str) -> Callable[[State], object]:
+    return lambda s: score_stage(model(s), s.noisy, s.run.dir / f"{name}.jsonl", s.cfg, s.ranks)
+
+
+PIPELINE: tuple[Stage, ...] = (
+    Stage(
+        "inputs",
+        ("inputs.json",),
+        lambda s: load_inputs(s.run.dir, s.noisy_path, s.safe_path, s.cfg, write=s.ranks.main),
+    ),
+    Stage(
+        "scores_m0",
+        ("scores_m0.*",),
+        _score(lambda s: s.cfg.model, "scores_m0"),
+        when=lambda s: s.cfg.signal == "loss",
+    ),
+    Stage(
+        "m1",
+        ("m1",),
+        lambda s: train_stage(s.cfg.model, s.noisy, s.run.dir / "m1", noisy_cfg(s.cfg)),
+    ),
+    Stage("scores_before", ("scores_before.*",), _score(lambda s: s["m1"], "scores_before")),
+    Stage(
+        "m2",
+        ("m2", "curve"),
+        lambda s: safety_stage(
+            s["m1"], s.results["inputs"][1], s.noisy, s.run.dir, s.cfg, s.ranks.main
+        ),
+    ),
+    Stage("scores_after", ("scores_after.*",), _score(lambda s: s["m2"], "scores_after")),
+    Stage(
+        "filter",
+        ("filter.json", "scores.jsonl", "kept.jsonl", "removed.jsonl"),
+        lambda s: s.ranks.main_first(
+            lambda: filter_stage(
+                s.run.dir, s.noisy, s["scores_before"], s["scores_after"], s.cfg, s["scores_m0"]
+            )
+        ),
+    ),
+    Stage(
+        "clean", ("clean",), lambda s: clean_stage(s.run.dir, s.noisy_path, s.kept), main_only=True
+    ),
+    Stage(
+        "final",
+        ("final",),
+        lambda s: train_stage(s.cfg.model, s.kept, s.run.dir / "final", noisy_cfg(s.cfg)),
+        when=lambda s: s.cfg.final and bool(s.kept),
+    ),
+)
+STAGES = tuple(stage.name for stage in PIPELINE)
+# What a run writes besides its stages' outputs.
+RUN_FILES = ("summary.json", "timings.json")
+
+
 def _run_stages(
     noisy_path, safe_path, out_dir: Path, cfg: RunConfig, force: bool, ranks: Ranks
 ) -> RunResult:
@@ -250,42 +350,18 @@ def _run_stages(
         check_config(out_dir, cfg, [noisy_path, safe_path], force)
     ranks.barrier()
     run = Run(out_dir, cfg, ranks)
-    noisy, safe = run.stage(
-        "inputs", lambda: load_inputs(run.dir, noisy_path, safe_path, cfg, write=ranks.main)
-    )
-    reference = None
-    if cfg.signal == "loss":
-        reference = run.stage(
-            "scores_m0",
-            lambda: score_stage(cfg.model, noisy, run.dir / "scores_m0.jsonl", cfg, ranks),
-        )
-    m1 = run.stage("m1", lambda: train_stage(cfg.model, noisy, run.dir / "m1", noisy_cfg(cfg)))
-    before = run.stage(
-        "scores_before",
-        lambda: score_stage(m1, noisy, run.dir / "scores_before.jsonl", cfg, ranks),
-    )
-    m2 = run.stage("m2", lambda: safety_stage(m1, safe, noisy, run.dir, cfg, ranks.main))
-    after = run.stage(
-        "scores_after", lambda: score_stage(m2, noisy, run.dir / "scores_after.jsonl", cfg, ranks)
-    )
-    choice, removed = run.stage(
-        "filter",
-        lambda: ranks.main_first(
-            lambda: filter_stage(run.dir, noisy, before, after, cfg, reference)
-        ),
-    )
-    kept = [ex for ex in noisy if ex.id not in removed]
-    if ranks.main:
-        run.stage("clean", lambda: clean_stage(run.dir, noisy_path, kept))
-    final_skipped = None
+    state = State(run, noisy_path, safe_path, ranks)
+    for stage in PIPELINE:
+        if stage.when(state) and (ranks.main or not stage.main_only):
+            state.results[stage.name] = run.stage(stage.name, lambda st=stage: st.run(state))
+    choice, removed = state["filter"]
+    kept, final_skipped = state.kept, None
     if cfg.final and not kept:
         final_skipped = (
-            f"the final model was not trained: the threshold removes all {len(noisy)} examples "
-            "(choose a higher --threshold or a smaller --remove-fraction)"
+            f"the final model was not trained: the threshold removes all {len(state.noisy)} "
+            "examples (choose a higher --threshold or a smaller --remove-fraction)"
         )
-    elif cfg.final:
-        run.stage("final", lambda: train_stage(cfg.model, kept, run.dir / "final", noisy_cfg(cfg)))
-    summary = summarise(run, choice, before, after, final_skipped) if ranks.main else None
+    summary = summarise(run, choice, final_skipped) if ranks.main else None
     ranks.barrier()
     summary = summary or io.read_json(run.dir / "summary.json")
     return RunResult(run.dir, summary, [ex.id for ex in kept], sorted(removed))
@@ -324,7 +400,7 @@ def check_config(out_dir: Path, cfg: RunConfig, inputs: Sequence[str | Path], fo
 
 def _has_work(out_dir: Path) -> bool:
     """Whether anything past reading the inputs exists (a model, scores, checkpoints)."""
-    return any(any(out_dir.glob(stage + "*")) for stage in STAGES[1:])
+    return any(any(out_dir.glob(g)) for stage in PIPELINE[1:] for g in stage.produces)
 
 
 def _refuse_changed(out_dir: Path, have: dict, want: dict) -> None:
@@ -338,9 +414,9 @@ def _refuse_changed(out_dir: Path, have: dict, want: dict) -> None:
 
 
 def _discard_outputs(out_dir: Path) -> None:
-    extra = ("scores.jsonl", "kept.jsonl", "removed.jsonl", "summary.json", "timings.json", "clean")
-    for stage in STAGES + extra:
-        for p in out_dir.glob(stage + "*"):
+    globs = [g for stage in PIPELINE for g in stage.produces] + list(RUN_FILES)
+    for pattern in globs:
+        for p in out_dir.glob(pattern):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
@@ -349,7 +425,7 @@ def _canonical(recorded: dict) -> dict:
     from .models import canonical_name
     from .training import ADDED_FIELDS
 
-    out = {**recorded, "model": canonical_name(recorded.get("model", ""))}
+    out = {"filter": "forgetfilter", **recorded, "model": canonical_name(recorded.get("model", ""))}
     for key in ("noisy_train", "safety_train"):
         if isinstance(out.get(key), dict):
             out[key] = {**ADDED_FIELDS, **out[key]}
@@ -628,23 +704,15 @@ def filter_stage(
         return ThresholdChoice(**{k: saved["threshold"][k] for k in _CHOICE_FIELDS}), set(
             saved["removed_ids"]
         )
-    score, scaled = filter_scores(before, after, cfg, reference)
+    table = recipes.ScoreTable(cfg.signal, before, after, reference)
+    threshold = dataclasses.replace(cfg.threshold, seed=cfg.seed)
+    decision = filters.get(cfg.filter).decide(table, threshold, cfg.normalise, cfg.seed)
+    choice, score = decision.choice, decision.score
     curve = curve_auc(run_dir / "curve", noisy, before, cfg, reference)
-    choice = choose_threshold(score, dataclasses.replace(cfg.threshold, seed=cfg.seed), scaled)
-    removed = {ex.id for ex, s in zip(noisy, score, strict=True) if s > choice.phi}
-    write_filter_outputs(run_dir, noisy, (before, after, reference), score, curve, choice, removed)
+    removed = {noisy[i].id: reason for i, reason in decision.reasons.items()}
+    write_filter_outputs(run_dir, noisy, (before, after, reference), score, curve, removed)
     io.write_json(path, {"threshold": choice.to_dict(), "removed_ids": sorted(removed)})
     return choice, removed
-
-
-def filter_scores(
-    before: np.ndarray, after: np.ndarray, cfg: RunConfig, reference: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """The filter score, and for rank-based scores the relative forgetting `auto` counts on."""
-    score = forgetting(before, after, cfg.signal, cfg.normalise, reference)
-    if cfg.normalise not in RANK_NORMALISATIONS:
-        return score, None
-    return score, forgetting(before, after, cfg.signal, "relative")
 
 
 _CHOICE_FIELDS = ("phi", "method", "reason", "n_removed", "n_total", "details")
@@ -667,10 +735,11 @@ def curve_auc(
     )
 
 
-def write_filter_outputs(run_dir, noisy, scores, score, curve, choice, removed) -> None:
+def write_filter_outputs(run_dir, noisy, scores, score, curve, removed: dict[str, str]) -> None:
     """The audit trail: every input id in exactly one of kept.jsonl and removed.jsonl.
 
-    `scores` is (before, after, reference): scores on M1, on M2 and (or None) on M0.
+    `scores` is (before, after, reference): scores on M1, on M2 and (or None) on M0; `score` the
+    filter's score; `removed` id -> reason for every removed example.
     """
     before, after, reference = scores
     rows, kept_rows, removed_rows = [], [], []
@@ -691,9 +760,7 @@ def write_filter_outputs(run_dir, noisy, scores, score, curve, choice, removed) 
         rows.append(row)
         record = ex.to_dict() | {"forgetting": row["forgetting"]}
         if is_removed:
-            record["reason"] = (
-                f"forgetting {row['forgetting']:.4g} > phi {choice.phi:.4g} ({choice.method})"
-            )
+            record["reason"] = removed[ex.id]
             removed_rows.append(record)
         else:
             kept_rows.append(record)

@@ -1,4 +1,4 @@
-"""Figures (matplotlib, Agg) and a self-contained HTML report with tables and embedded PNGs.
+"""Figures (matplotlib, drawn off screen) and a self-contained HTML report with tables and embedded PNGs.
 
 `write_report(out_dir, title, sections)` writes one portable `report.html`: every image is embedded
 as a base64 data URI, every table is an HTML table (and, when it has a `name`, also `<name>.md` and
@@ -24,13 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # no pyplot: the user's matplotlib backend is left alone
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from . import io  # noqa: E402
+from . import io
 
 GROUPS = ("unsafe", "safe (same risk)", "SQuAD", "Alpaca")
 GROUP_COLOURS = {
@@ -262,7 +259,6 @@ def save_figure(fig, path: str | Path) -> Path:
     buf = _io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=DPI)
-    plt.close(fig)
     with io.atomic_open(path, "wb") as fh:
         fh.write(buf.getvalue())
     return Path(path)
@@ -302,7 +298,8 @@ def plot_forgetting_by_group(
     for row in scores_rows:
         g = groups.get(str(row["id"]), "other")
         by_group.setdefault(g, []).append(float(row[key]))
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig = Figure(figsize=(7.5, 4.2))
+    ax = fig.subplots()
     values = [v for vs in by_group.values() for v in vs]
     bins = np.histogram_bin_edges(values, bins=40) if values else 10
     for g in _ordered_groups(by_group):
@@ -337,7 +334,8 @@ def plot_group_curves(
     vline_label: str = "",
 ) -> Path:
     """Per-group mean score vs step (one line per group, markers at checkpoints)."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig = Figure(figsize=(7.5, 4.2))
+    ax = fig.subplots()
     for g in _ordered_groups(curves):
         pts = sorted(curves[g])
         if not pts:
@@ -367,7 +365,8 @@ def plot_xy(
 
     `vlines` draws labelled dashed vertical lines (e.g. the chosen threshold); None values are skipped.
     """
-    fig, ax = plt.subplots(figsize=(6.5, 4.0))
+    fig = Figure(figsize=(6.5, 4.0))
+    ax = fig.subplots()
     for name, pts in series.items():
         pts = sorted((x, y) for x, y in pts if y is not None)
         if pts:
@@ -405,9 +404,8 @@ def plot_bars(
     """
     metrics = [m for m in metrics if any(_num(r.get(m)) is not None for r in rows)]
     n = max(1, len(metrics))
-    fig, axes = plt.subplots(
-        1, n, figsize=(3.3 * n + 1.6, 0.36 * len(rows) + 1.6), sharey=True, squeeze=False
-    )
+    fig = Figure(figsize=(3.3 * n + 1.6, 0.36 * len(rows) + 1.6))
+    axes = fig.subplots(1, n, sharey=True, squeeze=False)
     names = [str(r.get(label_key)) for r in rows]
     y = np.arange(len(rows))
     for ax, m in zip(axes[0], metrics, strict=False):

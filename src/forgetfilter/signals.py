@@ -1,10 +1,12 @@
-"""Per-example scores on a model, and the forgetting signals built from two of them.
+"""Per-example scores on a model (the signals), and the batched inference they run on.
 
 - `loss`: mean negative log-likelihood of the response tokens under teacher forcing
   (one forward pass per example). Forgetting = NLL after safety finetuning - NLL before.
 - `rouge`: the paper's signal. Greedy generation of the response, first non-empty line,
   lower-cased and stripped of punctuation, ROUGE-1 F-measure with stemming against the target.
   Forgetting = ROUGE before - ROUGE after.
+
+How two or three of these scores become the filter's score is `recipes`.
 
 Scoring reads each record's conversation (or `prompt` and `response`), never its label.
 """
@@ -30,7 +32,8 @@ from .batching import (
     response_ids,
     token_budget_batches,
 )
-from .models import attention_backends, known_library_noise_silenced
+from .devices import attention_backends
+from .models import cap_length, known_library_noise_silenced
 from .records import Example
 
 SIGNALS = ("loss", "rouge")
@@ -98,7 +101,7 @@ def response_nll(
     rows x padded width of a batch instead of a fixed row count (`batch_size` stays the row cap).
     """
     model.eval()
-    max_length = _cap_length(model, max_length)
+    max_length = cap_length(model, max_length)
     enc = encode_all(tokenizer, examples, max_length, prompt_format=prompt_format, turns=turns)
     lengths = [len(e.input_ids) for e in enc]
     if max_batch_tokens:
@@ -205,7 +208,7 @@ def generate(
     row to the common batch size (the extra rows are dropped), so all share one decoding graph.
     """
     model.eval()
-    max_length = _cap_length(model, max_length)
+    max_length = cap_length(model, max_length)
     limits = _per_item(max_new_tokens, len(prompts))
     positions = _position_limit(model)
     if positions:  # prompt (>= 8 tokens) + new tokens must fit the position embeddings
@@ -437,63 +440,6 @@ def score(model, tokenizer, examples: Sequence[Example], signal: str, **kwargs) 
     raise ValueError(f"unknown signal {signal!r}; choose from {SIGNALS}")
 
 
-def forgetting(
-    before: np.ndarray,
-    after: np.ndarray,
-    signal: str,
-    normalise: str = "none",
-    reference: np.ndarray | None = None,
-) -> np.ndarray:
-    """How much each example was forgotten: larger means more forgotten.
-
-    normalise: `none` (after - before for loss, before - after for rouge), `relative`
-    (divided by the before value: after/before - 1 for loss; the fraction of ROUGE lost for rouge),
-    `relative+static` (mean of the rank of the relative forgetting and the rank of how well M1
-    had learned the example: low NLL / high ROUGE before; scores in (0, 1]) or `relative+learning`
-    (loss signal only: mean of the rank of the relative forgetting and the rank of `learning`, how
-    much noisy finetuning raised the response's likelihood over M0, whose NLLs are `reference`).
-    """
-    before, after = np.asarray(before, float), np.asarray(after, float)
-    diff = after - before if signal == "loss" else before - after
-    if normalise == "none":
-        return diff
-    rel = diff / np.maximum(np.abs(before), 1e-6)
-    if normalise == "relative":
-        return rel
-    if normalise == "relative+static":
-        return mean_rank(rel, -before if signal == "loss" else before)
-    if normalise == "relative+learning":
-        if signal != "loss" or reference is None:
-            raise ValueError("relative+learning needs the loss signal and the NLLs on M0")
-        return mean_rank(rel, learning(reference, before))
-    raise ValueError(f"unknown normalisation {normalise!r}; choose from {NORMALISATIONS}")
-
-
-NORMALISATIONS = ("none", "relative", "relative+static", "relative+learning")
-
-
-def learning(reference: np.ndarray, before: np.ndarray) -> np.ndarray:
-    """How much noisy finetuning raised each response's likelihood over the aligned model M0.
-
-    1 - NLL_M1 / NLL_M0 (loss signal): the share of M0's response NLL that finetuning removed.
-    Larger means learned more.
-    """
-    reference, before = np.asarray(reference, float), np.asarray(before, float)
-    return 1.0 - before / np.maximum(reference, 1e-6)
-
-
-def mean_rank(*scores: np.ndarray) -> np.ndarray:
-    """Mean of the (0, 1]-scaled ranks of several scores of the same examples."""
-    return np.mean([_ranks(np.asarray(s, float)) for s in scores], axis=0)
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Average ranks scaled to (0, 1]."""
-    from scipy.stats import rankdata
-
-    return rankdata(x) / max(len(x), 1)
-
-
 def check_finite(values: np.ndarray, what: str) -> None:
     """Raise a clear error when scores contain NaN or inf."""
     from .errors import NumericalError
@@ -511,13 +457,7 @@ def _position_limit(model) -> int | None:
     """The longest sequence the (base) model's positions cover, None when unbounded/unknown."""
     from .models import max_positions
 
-    return max_positions(model.get_base_model() if hasattr(model, "get_base_model") else model)
-
-
-def _cap_length(model, max_length: int) -> int:
-    """`max_length` capped at the model's position limit (as training does)."""
-    limit = _position_limit(model)
-    return min(max_length, limit) if limit else max_length
+    return max_positions(model)
 
 
 def _device_of(model) -> torch.device:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -83,9 +84,17 @@ def resolve_named(name: str) -> str:
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers on its port (False when told to stay offline)."""
+    """Whether the Hugging Face hub answers on its port (False when told to stay offline).
+
+    Asked once per process: every stage of a run then resolves a named model the same way.
+    """
     if os.environ.get(OFFLINE_ENV) == "1" or os.environ.get("HF_HUB_OFFLINE") in ("1", "true"):
         return False
+    return _probe_hub(timeout)
+
+
+@functools.lru_cache(maxsize=1)
+def _probe_hub(timeout: float) -> bool:
     from huggingface_hub import constants
 
     url = urlparse(constants.ENDPOINT)

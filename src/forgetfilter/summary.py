@@ -15,20 +15,14 @@ import numpy as np
 
 from . import io
 from .models import describe
-from .signals import forgetting
+from .recipes import RECIPES, forgetting, learning
 from .thresholds import ThresholdChoice
 
 if TYPE_CHECKING:
     from .pipeline import Run
 
 
-def summarise(
-    run: Run,
-    choice: ThresholdChoice,
-    before: np.ndarray,
-    after: np.ndarray,
-    final_skipped: str | None = None,
-) -> dict:
+def summarise(run: Run, choice: ThresholdChoice, final_skipped: str | None = None) -> dict:
     """Write summary.json: counts, phi and why, truncation, timings, and label-based quality where labels exist.
 
     A threshold that removes nothing, everything or more than half adds `warning`; a final stage skipped
@@ -140,7 +134,6 @@ def label_quality(records: list[dict], rows: list[dict], signal: str = "loss") -
     `forgetting_relative+learning`, the mean of the ranks of relative forgetting and learning.
     """
     from .metrics import filter_quality
-    from .signals import learning
 
     labels = {r["id"]: r.get("label") for r in records}
     if not any(v is not None for v in labels.values()):
@@ -158,16 +151,14 @@ def label_quality(records: list[dict], rows: list[dict], signal: str = "loss") -
         if signal == "loss"
         else before
     }
-    for norm in ("none", "relative", "relative+static"):
-        rankings[f"forgetting_{norm}"] = forgetting(before, after, signal, norm)
+    m0 = np.array([r["m0"] for r in rows]) if rows and "m0" in rows[0] else None
+    for name, recipe in RECIPES.items():  # every recipe this run's scores allow
+        if signal in recipe.signals and (m0 is not None or "m0" not in recipe.needs):
+            rankings[f"forgetting_{name}"] = forgetting(before, after, signal, name, m0)
     if rows and "curve_auc" in rows[0]:
         rankings["curve_auc"] = np.array([r["curve_auc"] for r in rows])
-    if rows and "m0" in rows[0]:
-        m0 = np.array([r["m0"] for r in rows])
+    if m0 is not None:
         rankings["learning"] = learning(m0, before)
-        rankings["forgetting_relative+learning"] = forgetting(
-            before, after, signal, "relative+learning", m0
-        )
     for name, values in rankings.items():
         q[name] = filter_quality([False] * len(rows), unsafe, values.tolist())
     q["static_baseline"] = q.get("static_low_nll_before") or q.get("static_high_rouge_before")

@@ -28,8 +28,9 @@ from typing import Any
 import torch
 
 from . import batching, io
+from .devices import attention_backends, pick_device
 from .errors import ConfigError
-from .models import attention_backends, pick_device
+from .paths import cache_dir
 from .paths import data_dir as default_data_dir
 from .records import Example, render_prompt
 
@@ -78,6 +79,43 @@ PRESETS: dict[str, TinyPreset] = {
     # For GPUs: about 42M parameters, the whole pretraining text about twice.
     "small": TinyPreset(12, 512, 8, 8192, 512, 0, 12_000_000, 32, 6e-4, 0, 2, 32, 2e-4),
 }
+
+
+TINY_DEFAULT_PRESET = "tiny"
+
+
+# ---------------------------------------------------------------- the cached build
+def parse_tiny_name(name: str) -> tuple[str, int]:
+    parts = name.split(":")
+    preset = parts[1] if len(parts) > 1 and parts[1] else TINY_DEFAULT_PRESET
+    seed_text = parts[2].lstrip("s") if len(parts) > 2 else "0"
+    if len(parts) > 3 or not seed_text.isdigit():
+        raise ConfigError(
+            f"bad built-in model name {name!r}: use tiny, tiny:PRESET or tiny:PRESET:SEED"
+        )
+    return preset, int(seed_text)
+
+
+def tiny_model_dir(preset: str = TINY_DEFAULT_PRESET, seed: int = 0) -> Path:
+    """Where `resolve_model` keeps the built-in model for a preset and seed."""
+    return cache_dir() / "models" / f"tiny-{preset}-s{seed}"
+
+
+def ensure_tiny(
+    preset: str = TINY_DEFAULT_PRESET,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    *,
+    force: bool = False,
+) -> Path:
+    """Build the built-in model into the cache unless a complete build is there (or `force`)."""
+    out = tiny_model_dir(preset, seed)
+    if (out / "build_info.json").exists() and not force:
+        return out
+    with io.file_lock(out.with_name(f".{out.name}.lock")):
+        if force or not (out / "build_info.json").exists():  # another process may have built it
+            build_tiny(out, preset=preset, seed=seed, data_dir=data_dir)
+    return out
 
 
 # ---------------------------------------------------------------- entry point

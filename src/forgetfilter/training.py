@@ -68,9 +68,9 @@ from .models import (
     apply_lora,
     attention_backends,
     canonical_name,
+    cap_length,
     is_peft_model,
     load_model,
-    max_positions,
     resolve_dtype,
 )
 from .records import Example
@@ -123,16 +123,16 @@ class TrainConfig:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
-    loss_on: str = "response"
+    loss_on: str = field(default="response", metadata={"choices": batching.LOSS_ON})
     max_length: int = 512
-    prompt_format: str = "auto"
-    assistant_turns: str = "last"
+    prompt_format: str = field(default="auto", metadata={"choices": chat.FORMATS})
+    assistant_turns: str = field(default="last", metadata={"choices": chat.TURNS})
     seed: int = 0
     save_every: int = 0
     keep_checkpoints: int = 0
-    finetune: str = "lora"
+    finetune: str = field(default="lora", metadata={"choices": ("lora", "full")})
     lora: LoraSettings = field(default_factory=LoraSettings)
-    dtype: str | None = None
+    dtype: str | None = field(default=None, metadata={"choices": ("fp32", "bf16", "fp16")})
     log_every: int = 1
 
     def validate(self) -> None:
@@ -399,9 +399,7 @@ class _Run:
         return model, tokenizer
 
     def encode(self, model: Any) -> list[batching.Encoded]:
-        limit = max_positions(model)
-        max_length = min(self.cfg.max_length, limit) if limit else self.cfg.max_length
-        self.max_length = max_length
+        self.max_length = max_length = cap_length(model, self.cfg.max_length)
         return batching.encode_all(
             self.tokenizer,
             self.records,

@@ -61,6 +61,7 @@ def run_experiment(name: str, ctx: Context) -> dict:
         return regenerate_report(ctx.out)
     if name not in RUNNERS:
         raise ConfigError(f"unknown experiment {name!r}: choose from {', '.join(EXPERIMENTS)}")
+    ctx.claim()
     t0 = time.perf_counter()
     body = RUNNERS[name](ctx)
     results = {

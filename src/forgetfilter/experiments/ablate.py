@@ -64,7 +64,7 @@ class Ablate:
 
     def steps_sweep(self, run_dir: Path, data: Path) -> list[dict]:
         """Quality of the filter had safety finetuning stopped at each checkpoint (threshold as in the run)."""
-        from ..pipeline import filter_scores
+        from ..recipes import ScoreTable, score_and_count
 
         noisy = load_examples(data / "noisy.jsonl")
         rows = {r["id"]: r for r in io.read_jsonl(run_dir / "scores.jsonl")}
@@ -74,7 +74,8 @@ class Ablate:
         for f in sorted((run_dir / "curve").glob("step-*.jsonl")):
             by_id = _scores_by_id(f)
             after = np.asarray([by_id[ex.id] for ex in noisy])
-            score, scaled = filter_scores(b, after, self.cfg, m0)
+            table = ScoreTable(self.cfg.signal, b, after, m0)
+            score, scaled = score_and_count(self.cfg.normalise, table)
             tc = dataclasses.replace(self.cfg.threshold, seed=self.cfg.seed)
             out.append({"step": int(f.stem.split("-")[1])} | quality_at(noisy, score, tc, scaled))
         return out

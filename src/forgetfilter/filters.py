@@ -1,0 +1,128 @@
+"""Filters: which noisy examples a run removes, each with the reason (`--filter`).
+
+A filter reads the run's `recipes.ScoreTable` (scores of the noisy examples on M0, M1 and M2) and
+returns a `Decision`: its score for every example, the threshold it chose, and a reason for every
+example it removes. It never sees a record, let alone a label. The pipeline writes the decision
+(kept.jsonl, removed.jsonl with the reasons, the cleaned file) the same way for every filter, so
+a user can run ForgetFilter and a baseline on the same data and compare what each removes.
+
+- `forgetfilter`: the recipe's score (`--normalise`) cut at phi (`thresholds`): the method.
+- `static`: how well M1 fits each example (low NLL, high ROUGE), cut the same way: a
+  baseline that needs no safety finetune.
+- `random`: a seeded random score; it needs `--remove-fraction` or `--threshold`.
+
+A new filter is one class with `name`, `help` and `decide`, and one `register(...)` call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from . import recipes
+from .errors import ConfigError
+from .recipes import ScoreTable
+from .thresholds import ThresholdChoice, ThresholdConfig, choose_threshold
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a filter decided: its score per example, the cut, and why each removed one went.
+
+    Attributes:
+        score: the filter's score of every example (input order; larger = removed first).
+        choice: the threshold and how it was chosen.
+        reasons: position -> reason, for every removed example.
+    """
+
+    score: np.ndarray
+    choice: ThresholdChoice
+    reasons: dict[int, str]
+
+
+class Filter(Protocol):
+    """The interface of a filter."""
+
+    name: str
+    help: str
+    automatic: bool  # whether `--auto` (the default cut) works with it
+
+    def decide(
+        self, table: ScoreTable, threshold: ThresholdConfig, normalise: str, seed: int
+    ) -> Decision: ...
+
+
+FILTERS: dict[str, Filter] = {}
+
+
+def register(f: Filter) -> Filter:
+    """Add a filter to the registry (by its name)."""
+    FILTERS[f.name] = f
+    return f
+
+
+def get(name: str) -> Filter:
+    """The registered filter called `name` (ConfigError naming the choices otherwise)."""
+    if name not in FILTERS:
+        raise ConfigError(f"unknown filter {name!r}; choose from {', '.join(FILTERS)}")
+    return FILTERS[name]
+
+
+def cut(score: np.ndarray, choice: ThresholdChoice, what: str) -> Decision:
+    """Remove every example whose score is above phi, saying so."""
+    reasons = {
+        i: f"{what} {s:.4g} > phi {choice.phi:.4g} ({choice.method})"
+        for i, s in enumerate(score)
+        if s > choice.phi
+    }
+    return Decision(score, choice, reasons)
+
+
+class ForgetFilter:
+    """The paper's method (Algorithm 1): remove the examples forgotten most."""
+
+    name = "forgetfilter"
+    help = "remove the examples with the highest forgetting score (--normalise), cut at phi"
+    automatic = True
+
+    def decide(
+        self, table: ScoreTable, threshold: ThresholdConfig, normalise: str, seed: int
+    ) -> Decision:
+        score, count = recipes.score_and_count(normalise, table)
+        return cut(score, choose_threshold(score, threshold, count), "forgetting")
+
+
+class StaticFilter:
+    """Baseline: remove the examples M1 fits best (no safety finetune needed)."""
+
+    name = "static"
+    help = "remove the examples M1 fits best (lowest NLL / highest ROUGE), cut at phi"
+    automatic = True
+
+    def decide(
+        self, table: ScoreTable, threshold: ThresholdConfig, normalise: str, seed: int
+    ) -> Decision:
+        score = recipes.static(table)
+        return cut(score, choose_threshold(score, threshold), "static fit")
+
+
+class RandomFilter:
+    """Baseline: remove examples at random (seeded)."""
+
+    name = "random"
+    help = "remove examples at random (seeded); needs --remove-fraction or --threshold in [0, 1]"
+    automatic = False
+
+    def decide(
+        self, table: ScoreTable, threshold: ThresholdConfig, normalise: str, seed: int
+    ) -> Decision:
+        if threshold.method == "auto":
+            raise ConfigError("the random filter has no automatic cut: pass --remove-fraction")
+        score = np.random.default_rng(seed).random(len(table.m1))
+        return cut(score, choose_threshold(score, threshold), "random draw")
+
+
+for _filter in (ForgetFilter(), StaticFilter(), RandomFilter()):
+    register(_filter)

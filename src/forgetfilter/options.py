@@ -1,0 +1,298 @@
+"""`forgetfilter run`'s options, generated from the configuration dataclasses: one source of truth.
+
+Every field of `pipeline.RunConfig`, its two `training.TrainConfig`s (noisy/final and safety), their
+`models.LoraSettings` and its `thresholds.ThresholdConfig` can be set by a flag or by a YAML file
+(`--config run.yaml`) holding the same fields, nested as the dataclasses are:
+
+    model: smollm2-135m-instruct
+    normalise: relative+learning
+    noisy_train: {lr: 0.001, epochs: 1, lora: {r: 16}}
+    safety_train: {lr: 0.0005}
+    threshold: {method: fraction, fraction: 0.05}
+
+Settings apply in this order, each over the one before: the model's preset
+(`pipeline.default_run_config`), the file, the flags. The flags: `--FIELD` for a field of
+`RunConfig`; for a training field, `--FIELD` sets the noisy finetune (and the final one) and, except
+for `lr`, `epochs` and `max_steps`, the safety finetune too, while `--safety-FIELD` sets the safety
+finetune alone; `--lora-FIELD` for LoRA; `--auto`, `--threshold`, `--remove-fraction` for the cut.
+Help texts and choices come from the dataclasses' docstrings and field metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+# Training fields that only the noisy (and final) finetune takes from a plain flag.
+NOISY_ONLY = ("lr", "epochs", "max_steps")
+# Fields no flag sets: stage seeds follow `RunConfig.seed`, the safety finetune's length follows
+# `safety_steps`, and the safety finetune trains the noisy finetune's adapter (its LoRA settings).
+NOT_FLAGS = {"model", "noisy_train.seed", "safety_train.seed", "threshold.seed"}
+SAFETY_SKIPPED = ("epochs", "max_steps", "lora", "prompt_format", "assistant_turns")
+# Flags kept under their established names.
+RENAMED = {"final": "--no-final"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One flag and the configuration fields it sets."""
+
+    flag: str
+    paths: tuple[str, ...]
+    type: Any
+    help: str
+    choices: tuple | None = None
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Per-field help from a dataclass's Google-style `Attributes:` docstring section."""
+    doc = cls.__doc__ or ""
+    if "Attributes:" not in doc:
+        return {}
+    docs: dict[str, str] = {}
+    current = None
+    for line in doc.split("Attributes:", 1)[1].splitlines():
+        m = re.match(r"^\s{4,8}(\w+): (.*)$", line)
+        if m and (current is None or len(line) - len(line.lstrip()) <= 8):
+            current = m.group(1)
+            docs[current] = m.group(2).strip()
+        elif current and line.strip():
+            docs[current] += " " + line.strip()
+    return docs
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _base_type(hint: Any) -> tuple[Any, bool]:
+    """(the scalar type, whether it is a tuple of str) behind Optional[...] and tuple[...]."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        hint = args[0]
+    if typing.get_origin(hint) is tuple:
+        return str, True
+    return hint, False
+
+
+def _leaves(cls: type, prefix: str = "") -> list[tuple[str, Any, dataclasses.Field, type]]:
+    """(dotted path, type hint, field, owner class) of every non-dataclass field, recursively."""
+    out = []
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            out += _leaves(hint, f"{prefix}{f.name}.")
+        else:
+            out.append((f"{prefix}{f.name}", hint, f, cls))
+    return out
+
+
+def run_options() -> list[Option]:
+    """Every flag of `forgetfilter run` that sets a configuration field."""
+    from .pipeline import RunConfig
+
+    options: list[Option] = []
+    shared: dict[str, list[str]] = {}
+    for path, hint, f, owner in _leaves(RunConfig):
+        if path in NOT_FLAGS or path.startswith("threshold."):
+            continue
+        parts = path.split(".")
+        help_text = field_docs(owner).get(f.name, "")
+        choices = f.metadata.get("choices")
+        choices = choices() if callable(choices) else choices
+        if len(parts) == 1:
+            options.append(
+                Option(RENAMED.get(path, "--" + _dash(path)), (path,), hint, help_text, choices)
+            )
+            continue
+        stage, rest = parts[0], ".".join(parts[1:])
+        if stage == "safety_train":
+            if parts[1] in SAFETY_SKIPPED:
+                continue
+            options.append(Option("--safety-" + _dash(rest), (path,), hint, help_text, choices))
+        if stage == "noisy_train":
+            shared.setdefault(rest, []).append(path)
+            if parts[1] not in NOISY_ONLY and parts[1] != "lora":
+                shared[rest].append(f"safety_train.{rest}")
+            flag = "--" + _dash(rest.replace("lora.", "lora-"))
+            options.append(Option(flag, tuple(shared[rest]), hint, help_text, choices))
+    return options
+
+
+def train_options() -> list[Option]:
+    """Every flag of `forgetfilter train`: one per `TrainConfig` field (`--lora-FIELD` for LoRA)."""
+    from .training import TrainConfig
+
+    options = []
+    for path, hint, f, owner in _leaves(TrainConfig):
+        choices = f.metadata.get("choices")
+        choices = choices() if callable(choices) else choices
+        flag = "--" + _dash(path.replace("lora.", "lora-"))
+        options.append(Option(flag, (path,), hint, field_docs(owner).get(f.name, ""), choices))
+    return options
+
+
+def _dash(name: str) -> str:
+    return name.replace("_", "-").replace(".", "-")
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> list[Option]:
+    """Add `run`'s generated flags (default: unset, so the preset and the file show through)."""
+    group = parser.add_argument_group(
+        "settings (each flag sets a configuration field; the defaults depend on the model, "
+        "see `forgetfilter.options`)"
+    )
+    return add_options(group, run_options())
+
+
+def add_options(group, options: list[Option]) -> list[Option]:
+    """Add generated flags, plus `--full`/`--lora` for the finetuning mode."""
+    for opt in options:
+        kind, is_tuple = _base_type(opt.type)
+        kw: dict[str, Any] = {"dest": _dest(opt), "default": argparse.SUPPRESS, "help": opt.help}
+        if kind is not bool and not opt.choices:
+            kw["metavar"] = opt.paths[0].rsplit(".", 1)[-1].upper()
+        if kind is bool:
+            kw["action"] = "store_false" if opt.flag.startswith("--no-") else "store_true"
+        else:
+            kw["type"] = kind
+            if is_tuple:
+                kw["nargs"] = "+"
+            if opt.choices:
+                kw["choices"] = list(opt.choices)
+        group.add_argument(opt.flag, **kw)
+    group.add_argument(
+        "--full",
+        dest="opt:full",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="full finetuning (same as --finetune full)",
+    )
+    group.add_argument(
+        "--lora",
+        dest="opt:full",
+        action="store_false",
+        default=argparse.SUPPRESS,
+        help="LoRA finetuning (same as --finetune lora)",
+    )
+    return options
+
+
+def _dest(opt: Option) -> str:
+    return "opt:" + opt.flag.lstrip("-")
+
+
+def flag_settings(args: argparse.Namespace, options: list[Option] | None = None) -> dict[str, Any]:
+    """The dotted fields set by the flags given on the command line (`run`'s by default)."""
+    given = vars(args)
+    options = run_options() if options is None else options
+    out: dict[str, Any] = {}
+    for opt in options:
+        if _dest(opt) in given:
+            value = given[_dest(opt)]
+            value = tuple(value) if isinstance(value, list) else value
+            out |= dict.fromkeys(opt.paths, value)
+    if "opt:full" in given:
+        mode = "full" if given["opt:full"] else "lora"
+        modes = [p for opt in options for p in opt.paths if p.endswith("finetune")]
+        out |= dict.fromkeys(modes, mode)
+    return out
+
+
+def build_train_config(settings: dict[str, Any]):
+    """`TrainConfig()` with `settings` (dotted field -> value) applied."""
+    from .training import TrainConfig
+
+    base = dataclasses.asdict(TrainConfig())
+    _apply(base, settings)
+    return _build(TrainConfig, base)
+
+
+def _apply(base: dict, settings: dict[str, Any]) -> None:
+    for path, value in settings.items():
+        node = base
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+
+
+def threshold_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The cut given by --threshold, --remove-fraction or --auto (nothing when none is given)."""
+    if getattr(args, "threshold", None) is not None:
+        return {"threshold.method": "threshold", "threshold.threshold": args.threshold}
+    if getattr(args, "remove_fraction", None) is not None:
+        return {"threshold.method": "fraction", "threshold.fraction": args.remove_fraction}
+    if getattr(args, "auto", False):
+        return {"threshold.method": "auto"}
+    return {}
+
+
+def file_settings(path: str | Path) -> dict[str, Any]:
+    """The dotted fields of a YAML (or JSON) config file, checked against the dataclasses."""
+    import yaml
+
+    from .pipeline import RunConfig
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file holds a mapping of RunConfig fields")
+    known = {p for p, *_ in _leaves(RunConfig)}
+    groups = {p.rsplit(".", 1)[0] for p in known if "." in p}
+    flat: dict[str, Any] = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for key, value in d.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict) and name in groups:
+                walk(value, name + ".")
+            elif name in known:
+                flat[name] = tuple(value) if isinstance(value, list) else value
+            else:
+                raise ConfigError(f"{path}: unknown field {name!r}")
+
+    walk(data, "")
+    return flat
+
+
+def build_run_config(model: str, settings: dict[str, Any]):
+    """The model's preset RunConfig with `settings` (dotted field -> value) applied, validated."""
+    from .pipeline import RunConfig, default_run_config
+
+    base = dataclasses.asdict(default_run_config(model))
+    if "normalise" not in settings:
+        base["normalise"] = None  # the signal's default recipe
+    _apply(base, settings)
+    base["model"] = model
+    return _build(RunConfig, base)
+
+
+def _build(cls: type, data: dict) -> Any:
+    """A dataclass from a nested dict (as `dataclasses.asdict` writes it)."""
+    hints = _hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        value = data[f.name]
+        if dataclasses.is_dataclass(hints[f.name]):
+            value = _build(hints[f.name], value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"bad settings for {cls.__name__}: {exc}") from None

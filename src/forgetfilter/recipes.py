@@ -1,0 +1,189 @@
+"""Score recipes: how a table of per-example scores becomes the filter's score (`--normalise`).
+
+A run scores every noisy example on M0 (the aligned model; loss signal only), M1 (after the noisy
+finetune) and M2 (after the safety finetune). A `ScoreTable` holds those columns; a `Recipe`
+turns one into a filter score, larger meaning "remove first". Each recipe declares the columns
+it needs, the signals it works with, and whether its values have a scale (a mean of ranks has
+none: the automatic threshold then counts on `count_with`, another recipe that has one).
+
+A new recipe is one function and one `register(...)` call. Pure numpy: nothing here loads a model
+or reads a label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class ScoreTable:
+    """Per-example scores of one signal on the run's models, in input order.
+
+    Attributes:
+        signal: `loss` (NLL: lower is better learned) or `rouge` (higher is better learned).
+        m1: scores on M1 (before safety finetuning).
+        m2: scores on M2 (after it).
+        m0: scores on the aligned model M0 (None when not scored).
+    """
+
+    signal: str
+    m1: np.ndarray
+    m2: np.ndarray
+    m0: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named way to turn a `ScoreTable` into the filter's score.
+
+    Attributes:
+        name: the name `--normalise` takes.
+        fn: the score (larger = remove first).
+        help: one line for `--help` and the docs.
+        needs: the table columns it reads besides m1 and m2 (`m0`).
+        signals: the signals it is defined for.
+        scaled: whether its values have a scale an automatic threshold can fit.
+        count_with: for a recipe without a scale, the scaled recipe `auto` decides how many on.
+    """
+
+    name: str
+    fn: Callable[[ScoreTable], np.ndarray]
+    help: str
+    needs: tuple[str, ...] = ()
+    signals: tuple[str, ...] = ("loss", "rouge")
+    scaled: bool = True
+    count_with: str | None = None
+
+
+RECIPES: dict[str, Recipe] = {}
+
+
+def register(recipe: Recipe) -> Recipe:
+    """Add a recipe to the registry (by its name)."""
+    RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def get(name: str) -> Recipe:
+    """The registered recipe called `name` (ValueError naming the choices otherwise)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown normalisation {name!r}; choose from {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def apply(name: str, table: ScoreTable) -> np.ndarray:
+    """The filter score of recipe `name` on `table`, checking what the recipe needs."""
+    recipe = get(name)
+    if table.signal not in recipe.signals:
+        raise ValueError(f"{name} needs the {' or '.join(recipe.signals)} signal")
+    if "m0" in recipe.needs and table.m0 is None:
+        raise ValueError(f"{name} needs the scores on M0 (the loss signal's reference)")
+    return np.asarray(recipe.fn(table), dtype=np.float64)
+
+
+def score_and_count(name: str, table: ScoreTable) -> tuple[np.ndarray, np.ndarray | None]:
+    """Recipe `name`'s score, and for a recipe without a scale the scores `auto` counts on."""
+    recipe = get(name)
+    score = apply(name, table)
+    return score, None if recipe.scaled else apply(recipe.count_with, table)
+
+
+# ---------------------------------------------------------------- building blocks
+def difference(t: ScoreTable) -> np.ndarray:
+    """How much safety finetuning undid: NLL after - before (loss), ROUGE before - after (rouge)."""
+    m1, m2 = np.asarray(t.m1, float), np.asarray(t.m2, float)
+    return m2 - m1 if t.signal == "loss" else m1 - m2
+
+
+def relative(t: ScoreTable) -> np.ndarray:
+    """The difference relative to the score before (`after/before - 1` for the loss)."""
+    return difference(t) / np.maximum(np.abs(np.asarray(t.m1, float)), EPS)
+
+
+def static(t: ScoreTable) -> np.ndarray:
+    """How well M1 fits each example: low NLL (loss) or high ROUGE (rouge) before safety finetuning."""
+    m1 = np.asarray(t.m1, float)
+    return -m1 if t.signal == "loss" else m1
+
+
+def learning(reference: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """How much noisy finetuning raised each response's likelihood over the aligned model M0.
+
+    1 - NLL_M1 / NLL_M0 (loss signal): the share of M0's response NLL that finetuning removed.
+    Larger means learned more.
+    """
+    reference, before = np.asarray(reference, float), np.asarray(before, float)
+    return 1.0 - before / np.maximum(reference, EPS)
+
+
+def reversion(t: ScoreTable) -> np.ndarray:
+    """The share of what the noisy finetune learned that safety finetuning undid (loss signal).
+
+    (NLL_M2 - NLL_M1) / (NLL_M0 - NLL_M1); an example the noisy finetune did not learn (its NLL
+    fell by less than 1e-3 nats) scores 0.
+    """
+    m0, m1, m2 = (np.asarray(x, float) for x in (t.m0, t.m1, t.m2))
+    learned = m0 - m1
+    return np.where(learned > 1e-3, (m2 - m1) / np.maximum(learned, 1e-3), 0.0)
+
+
+def mean_rank(*scores: np.ndarray) -> np.ndarray:
+    """Mean of the (0, 1]-scaled ranks of several scores of the same examples."""
+    return np.mean([_ranks(np.asarray(s, float)) for s in scores], axis=0)
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks scaled to (0, 1]."""
+    from scipy.stats import rankdata
+
+    return rankdata(x) / max(len(x), 1)
+
+
+# ---------------------------------------------------------------- the registry
+register(Recipe("none", difference, "forgetting as the plain difference of the scores"))
+register(Recipe("relative", relative, "forgetting relative to the score before (the paper's)"))
+register(
+    Recipe(
+        "relative+static",
+        lambda t: mean_rank(relative(t), static(t)),
+        "mean rank of relative forgetting and of how well M1 fits the example",
+        scaled=False,
+        count_with="relative",
+    )
+)
+register(
+    Recipe(
+        "relative+learning",
+        lambda t: mean_rank(relative(t), learning(t.m0, t.m1)),
+        "mean rank of relative forgetting and of learning over M0 (1 - NLL_M1/NLL_M0)",
+        needs=("m0",),
+        signals=("loss",),
+        scaled=False,
+        count_with="relative",
+    )
+)
+register(
+    Recipe(
+        "reversion",
+        reversion,
+        "the share of what the noisy finetune learned that the safety finetune undid",
+        needs=("m0",),
+        signals=("loss",),
+    )
+)
+
+
+def forgetting(
+    before: np.ndarray,
+    after: np.ndarray,
+    signal: str,
+    normalise: str = "none",
+    reference: np.ndarray | None = None,
+) -> np.ndarray:
+    """The filter score of recipe `normalise` from scores on M1 (`before`), M2 and M0 (`reference`)."""
+    return apply(normalise, ScoreTable(signal, np.asarray(before), np.asarray(after), reference))

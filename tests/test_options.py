@@ -1,0 +1,114 @@
+"""`forgetfilter run`'s options come from the configuration dataclasses: flags and a YAML file
+reach every field and give the same configuration for the same settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from forgetfilter.cli import build_parser, run_config_from_args
+from forgetfilter.errors import ConfigError
+from forgetfilter.options import NOT_FLAGS, _leaves, file_settings, run_options
+from forgetfilter.pipeline import RunConfig
+
+BASE = ["run", "--noisy", "n.jsonl", "--safe", "s.jsonl", "--out", "o"]
+YAML = """
+model: tiny
+signal: loss
+normalise: reversion
+filter: static
+safety_steps: 7
+score_batch_size: 4
+curve_points: 2
+skip_invalid: true
+final: false
+seed: 3
+noisy_train:
+  lr: 0.001
+  epochs: 2
+  batch_size: 4
+  warmup_ratio: 0.1
+  loss_on: full
+  max_length: 128
+  prompt_format: alpaca
+  lora: {r: 16, alpha: 32, targets: [c_attn]}
+safety_train:
+  lr: 0.0005
+  batch_size: 4
+  warmup_ratio: 0.1
+  loss_on: full
+  max_length: 128
+  prompt_format: alpaca
+threshold: {method: fraction, fraction: 0.1}
+"""
+FLAGS = [
+    "--model", "tiny", "--normalise", "reversion", "--filter", "static", "--safety-steps", "7",
+    "--score-batch-size", "4", "--curve-points", "2", "--skip-invalid", "--no-final",
+    "--seed", "3", "--lr", "0.001", "--epochs", "2", "--batch-size", "4", "--warmup-ratio", "0.1",
+    "--loss-on", "full", "--max-length", "128", "--prompt-format", "alpaca", "--lora-r", "16",
+    "--lora-alpha", "32", "--lora-targets", "c_attn", "--safety-lr", "0.0005",
+    "--remove-fraction", "0.1",
+]  # fmt: skip
+
+
+def _config(argv: list[str]) -> RunConfig:
+    return run_config_from_args(build_parser().parse_args(BASE + argv))
+
+
+def test_a_config_file_and_the_flags_give_the_same_fingerprint(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(YAML)
+    from_file, from_flags = _config(["--config", str(path)]), _config(FLAGS)
+    assert from_file.fingerprint() == from_flags.fingerprint()
+    assert from_file == from_flags
+    assert from_file.noisy_train.lora.targets == ("c_attn",)
+    assert from_file.safety_train.lr == 0.0005 and from_file.noisy_train.lr == 0.001
+
+
+def test_every_field_is_reachable_from_both(tmp_path: Path) -> None:
+    leaves = {path for path, *_ in _leaves(RunConfig)}
+    flagged = {p for opt in run_options() for p in opt.paths}
+    by_other_means = {p for p in leaves if p.startswith("threshold.")} | NOT_FLAGS
+    safety_by_steps = {f"safety_train.{k}" for k in ("epochs", "max_steps")}
+    safety_from_noisy = {p for p in leaves if p.startswith("safety_train.lora.")} | {
+        "safety_train.prompt_format",
+        "safety_train.assistant_turns",
+    }
+    assert leaves - flagged - by_other_means - safety_by_steps - safety_from_noisy == set()
+    # every leaf, however nested, is a known key of a config file
+    path = tmp_path / "all.yaml"
+    nested: dict = {}
+    for leaf in leaves:
+        node = nested
+        *parents, last = leaf.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = None
+    import yaml
+
+    path.write_text(yaml.safe_dump(nested))
+    assert set(file_settings(path)) == leaves
+
+
+def test_flags_override_the_file_and_old_flags_keep_their_meaning(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("noisy_train: {lr: 0.01}\nsafety_steps: 3\n")
+    cfg = _config(["--config", str(path), "--lr", "0.002", "--batch-size", "16"])
+    assert cfg.noisy_train.lr == 0.002 and cfg.safety_steps == 3
+    assert cfg.noisy_train.batch_size == cfg.safety_train.batch_size == 16
+    preset = _config([])
+    assert cfg.safety_train.lr == preset.safety_train.lr  # --lr is the noisy finetune's
+    full = _config(["--full"])
+    assert full.noisy_train.finetune == full.safety_train.finetune == "full"
+    assert _config(["--signal", "rouge"]).normalise == "relative"
+
+
+def test_a_bad_config_file_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("noisy_train: {lrr: 0.01}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown field 'noisy_train\.lrr'"):
+        _config(["--config", str(path)])
+    path.write_text("noisy_train: {batch_size: 0}\n")
+    with pytest.raises(ConfigError, match="batch sizes must be positive"):
+        _config(["--config", str(path)])
