@@ -70,7 +70,15 @@ def test_bad_fraction_is_rejected():
         choose_threshold(bimodal(), ThresholdConfig("fraction", fraction=1.5))
 
 
-FILTERING_MODULES = ["thresholds.py", "signals.py", "batching.py", "pipeline.py"]
+FILTERING_MODULES = [
+    "thresholds.py",
+    "signals.py",
+    "batching.py",
+    "pipeline.py",
+    "recipes.py",
+    "filters.py",
+    "chat.py",
+]
 
 
 @pytest.mark.parametrize("module", FILTERING_MODULES)
@@ -110,3 +118,29 @@ def test_auto_with_count_scores_removes_nothing_when_nothing_stands_out():
     ranks = np.random.default_rng(6).permutation(500) / 500.0
     choice = choose_threshold(ranks, ThresholdConfig("auto"), count_scores=unimodal)
     assert choice.n_removed == 0 and "one group" in choice.reason
+
+
+@pytest.mark.parametrize("cap, limit", [(50, 50), (0.1, 60), (0, 0)])
+def test_remove_at_most_binds_and_is_reported(cap, limit):
+    from forgetfilter.summary import threshold_warning
+
+    scores = bimodal()  # auto removes about the 200 of the upper mode
+    free = choose_threshold(scores, ThresholdConfig("auto"))
+    got = choose_threshold(scores, ThresholdConfig("auto", max_remove=cap))
+    assert free.n_removed > limit and got.n_removed == limit
+    assert set(np.argsort(-scores)[:limit]) == set(np.flatnonzero(scores > got.phi))
+    assert got.details["capped"] == {"would_remove": free.n_removed, "limit": limit}
+    assert "the cap binds" in threshold_warning(got)
+    loose = choose_threshold(scores, ThresholdConfig("auto", max_remove=0.99))
+    assert loose.n_removed == free.n_removed and "capped" not in loose.details
+
+
+def test_remove_at_most_is_checked_and_reaches_the_cli():
+    from forgetfilter.cli import build_parser, run_config_from_args
+    from forgetfilter.errors import ConfigError
+    from forgetfilter.pipeline import RunConfig
+
+    with pytest.raises(ConfigError, match="--remove-at-most"):
+        RunConfig(threshold=ThresholdConfig("auto", max_remove=2.5))
+    argv = ["run", "--noisy", "n", "--safe", "s", "--out", "o", "--remove-at-most", "0.05"]
+    assert run_config_from_args(build_parser().parse_args(argv)).threshold.max_remove == 0.05

@@ -200,6 +200,14 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
         "--remove-fraction", type=float, help="remove this fraction with the highest filter score"
     )
     p.add_argument(
+        "--remove-at-most",
+        type=float,
+        default=None,
+        metavar="N|FRACTION",
+        help="a cap the cut never exceeds: a number of examples, or a share of them below 1 "
+        "(the summary warns when it binds)",
+    )
+    p.add_argument(
         "--force", action="store_true", help="discard a run made with another configuration"
     )
     add_run_options(p)

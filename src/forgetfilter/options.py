@@ -227,14 +227,18 @@ def _apply(base: dict, settings: dict[str, Any]) -> None:
 
 
 def threshold_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The cut given by --threshold, --remove-fraction or --auto (nothing when none is given)."""
+    """The cut given by --threshold, --remove-fraction or --auto, and the cap of
+    --remove-at-most (nothing when none is given)."""
+    out: dict[str, Any] = {}
+    if getattr(args, "remove_at_most", None) is not None:
+        out["threshold.max_remove"] = args.remove_at_most
     if getattr(args, "threshold", None) is not None:
-        return {"threshold.method": "threshold", "threshold.threshold": args.threshold}
+        return out | {"threshold.method": "threshold", "threshold.threshold": args.threshold}
     if getattr(args, "remove_fraction", None) is not None:
-        return {"threshold.method": "fraction", "threshold.fraction": args.remove_fraction}
+        return out | {"threshold.method": "fraction", "threshold.fraction": args.remove_fraction}
     if getattr(args, "auto", False):
-        return {"threshold.method": "auto"}
-    return {}
+        return out | {"threshold.method": "auto"}
+    return out
 
 
 def file_settings(path: str | Path) -> dict[str, Any]:

@@ -133,6 +133,12 @@ class RunConfig:
             raise ConfigError(f"--threshold must be a finite number, got {t.threshold}")
         if t.method == "fraction" and (t.fraction is None or not 0.0 <= t.fraction <= 1.0):
             raise ConfigError(f"--remove-fraction must be in [0, 1], got {t.fraction}")
+        cap = t.max_remove
+        if cap is not None and not (0 <= cap < 1 or (cap >= 1 and float(cap).is_integer())):
+            raise ConfigError(
+                f"--remove-at-most must be a number of examples (1, 2, ...) or a share in [0, 1), "
+                f"got {cap}"
+            )
         self.noisy_train.validate()
         self.safety_train.validate()
         if (

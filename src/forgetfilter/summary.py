@@ -60,6 +60,12 @@ def summarise(run: Run, choice: ThresholdChoice, final_skipped: str | None = Non
 
 def threshold_warning(choice: ThresholdChoice) -> str | None:
     """A warning when phi removes nothing, everything, or more than half of the examples."""
+    capped = choice.details.get("capped")
+    if capped:
+        return (
+            f"the cap binds: the cut would have removed {capped['would_remove']} of "
+            f"{choice.n_total} examples, --remove-at-most allows {capped['limit']}"
+        )
     if choice.degenerate:
         what = "nothing" if choice.n_removed == 0 else "everything"
         return f"the threshold removes {what}: {choice.reason}"

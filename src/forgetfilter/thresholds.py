@@ -6,6 +6,7 @@ removed when its forgetting score is strictly greater than phi.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -23,12 +24,15 @@ class ThresholdConfig:
         threshold: the absolute phi for `method="threshold"`.
         fraction: the share to remove for `method="fraction"`, in [0, 1].
         seed: seed of the mixture fit used by `auto`.
+        max_remove: a cap no cut exceeds: a number of examples (>= 1) or a share of them (< 1);
+            None = no cap.
     """
 
     method: str = "auto"
     threshold: float | None = None
     fraction: float | None = None
     seed: int = 0
+    max_remove: float | None = None
 
 
 @dataclass
@@ -64,6 +68,36 @@ def choose_threshold(
     scores = np.asarray(scores, dtype=np.float64)
     if scores.size == 0:
         return ThresholdChoice(float("inf"), cfg.method, "no scores", 0, 0, {})
+    return capped(scores, _choose(scores, cfg, count_scores), cfg.max_remove)
+
+
+def cap_count(max_remove: float, n: int) -> int:
+    """How many examples a cap allows: `max_remove` itself (>= 1), or that share of `n` (< 1)."""
+    return int(max_remove) if max_remove >= 1 else int(math.floor(max_remove * n))
+
+
+def capped(
+    scores: np.ndarray, choice: ThresholdChoice, max_remove: float | None
+) -> ThresholdChoice:
+    """`choice`, or when it removes more than `max_remove` allows, the cut that removes that many
+    with the highest scores (`details.capped` records what the cut would have removed)."""
+    if max_remove is None:
+        return choice
+    limit = cap_count(max_remove, int(scores.size))
+    if choice.n_removed <= limit:
+        return choice
+    phi = float(scores.max()) if limit == 0 else _phi_for_top(scores, limit)
+    reason = (
+        f"{choice.reason}; capped by --remove-at-most {max_remove:g}: the cut would have removed "
+        f"{choice.n_removed}, the cap allows {limit}"
+    )
+    details = choice.details | {"capped": {"would_remove": choice.n_removed, "limit": limit}}
+    return _finish(scores, max(phi, choice.phi), choice.method, reason, details)
+
+
+def _choose(
+    scores: np.ndarray, cfg: ThresholdConfig, count_scores: np.ndarray | None
+) -> ThresholdChoice:
     if cfg.method == "threshold":
         if cfg.threshold is None:
             raise ValueError("method 'threshold' needs a threshold value")
