@@ -112,3 +112,33 @@ def test_a_bad_config_file_names_the_field(tmp_path: Path) -> None:
     path.write_text("noisy_train: {batch_size: 0}\n")
     with pytest.raises(ConfigError, match="batch sizes must be positive"):
         _config(["--config", str(path)])
+
+
+def test_eval_and_train_flags_come_from_their_configs() -> None:
+    import dataclasses
+
+    from forgetfilter.evaluation import EvalConfig
+    from forgetfilter.options import (
+        EVAL_SKIPPED,
+        build_eval_config,
+        build_train_config,
+        eval_options,
+        flag_settings,
+        train_options,
+    )
+    from forgetfilter.training import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(EvalConfig)} - set(EVAL_SKIPPED)
+    assert {p for o in eval_options() for p in o.paths} == fields
+    base = ["eval", "--model", "m", "--data", "d", "--out", "o"]
+    args = build_parser().parse_args(base)
+    assert build_eval_config(flag_settings(args, eval_options())) == EvalConfig()  # no copies
+    args = build_parser().parse_args(base + ["--no-progress", "--limit", "5", "--outputs", "x"])
+    cfg = build_eval_config(flag_settings(args, eval_options()))
+    assert (cfg.progress, cfg.limit, cfg.outputs_path) == (False, 5, "x")
+    train = ["train", "--model", "m", "--data", "d", "--out", "o"]
+    args = build_parser().parse_args(train)
+    assert build_train_config(flag_settings(args, train_options())) == TrainConfig()
+    args = build_parser().parse_args(train + ["--lora-r", "4", "--full", "--max-steps", "3"])
+    cfg = build_train_config(flag_settings(args, train_options()))
+    assert (cfg.lora.r, cfg.finetune, cfg.max_steps) == (4, "full", 3)

@@ -8,29 +8,6 @@ import sys
 
 from .errors import ForgetFilterError
 
-# chat.FORMATS and chat.TURNS, likewise
-PROMPT_FORMATS = ("auto", "chat", "alpaca")
-ASSISTANT_TURNS = ("last", "all")
-
-
-def _add_model_format(p: argparse.ArgumentParser, turns: bool = True) -> None:
-    """--revision, --prompt-format (and --assistant-turns) for a command that loads a model."""
-    p.add_argument("--revision", default=None, help="hub revision of --model (same as ID@REV)")
-    p.add_argument(
-        "--prompt-format",
-        choices=PROMPT_FORMATS,
-        default="auto",
-        help="how records are rendered: the tokenizer's chat template (chat), the Alpaca "
-        "template (alpaca), or chat when the tokenizer has a template (auto, the default)",
-    )
-    if turns:
-        p.add_argument(
-            "--assistant-turns",
-            choices=ASSISTANT_TURNS,
-            default="last",
-            help="chat format: train and score the last assistant turn (default) or all of them",
-        )
-
 
 def _model_name(a: argparse.Namespace) -> str:
     """--model with --revision attached as ID@REV."""
@@ -289,42 +266,22 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", default="bias,toxicity,harm,squad,alpaca", help="comma-separated")
     p.add_argument("--data", required=True, help="dir with <suite>.jsonl (or eval/), or one file")
     p.add_argument("--out", required=True, help="results JSON (written atomically)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--limit", type=int, default=None, help="at most N items per suite (seeded)")
-    p.add_argument("--bias-mode", choices=("loglik", "generate"), default="loglik")
-    p.add_argument("--harm-scorer", default=None, help="HF guard model id (default: classifier)")
-    p.add_argument("--self-correction", action="store_true", help="append the self-correction cue")
-    p.add_argument("--temperature", type=float, default=None, help="sample toxicity (else greedy)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--num-samples", type=int, default=1, help="toxicity samples per prompt")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--outputs", default=None, help="also write per-example outputs (JSONL)")
-    p.add_argument("--data-dir", default=None, help="data pack for training the classifiers")
-    p.add_argument("--no-progress", action="store_true")
-    _add_model_format(p, turns=False)
+    p.add_argument("--revision", default=None, help="hub revision of --model (same as ID@REV)")
+    from .options import add_options, eval_options
+
+    add_options(
+        p.add_argument_group("evaluation settings (EvalConfig fields)"), eval_options(), modes=False
+    )
     p.set_defaults(func=_run_eval)
 
 
 def _run_eval(a: argparse.Namespace) -> int:
-    from .evaluation import EvalConfig, evaluate, format_table
+    from .evaluation import evaluate, format_table
     from .io import write_json
+    from .options import build_eval_config, eval_options, flag_settings
 
-    cfg = EvalConfig(
-        batch_size=a.batch_size,
-        bias_mode=a.bias_mode,
-        temperature=a.temperature,
-        top_p=a.top_p,
-        num_samples=a.num_samples,
-        seed=a.seed,
-        self_correction=a.self_correction,
-        limit=a.limit,
-        harm_scorer=a.harm_scorer,
-        classifier_data_dir=a.data_dir,
-        outputs_path=a.outputs,
-        progress=not a.no_progress,
-        prompt_format=a.prompt_format,
-    )
-    if a.no_progress:
+    cfg = build_eval_config(flag_settings(a, eval_options()))
+    if not cfg.progress:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # also the weight-loading bar

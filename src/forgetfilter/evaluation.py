@@ -83,7 +83,7 @@ class EvalConfig:
     batch_size: int = 16
     max_new_tokens: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_NEW_TOKENS))
     max_length: int = 512
-    bias_mode: str = "loglik"
+    bias_mode: str = field(default="loglik", metadata={"choices": BIAS_MODES})
     temperature: float | None = None
     top_p: float = 1.0
     num_samples: int = 1
@@ -96,7 +96,7 @@ class EvalConfig:
     classifier_max_train: int | None = None
     outputs_path: str | None = None
     progress: bool = True
-    prompt_format: str = "auto"
+    prompt_format: str = field(default="auto", metadata={"choices": ("auto", "chat", "alpaca")})
 
     def validate(self) -> None:
         """Raise ConfigError for settings that cannot work."""

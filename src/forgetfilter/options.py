@@ -141,6 +141,38 @@ def train_options() -> list[Option]:
     return options
 
 
+# `eval`: fields set otherwise (--suite takes a comma list) or not from the command line (dicts),
+# and flags kept under their established names.
+EVAL_SKIPPED = ("suites", "max_new_tokens", "self_correction_cues")
+EVAL_RENAMED = {
+    "outputs_path": "--outputs",
+    "classifier_data_dir": "--data-dir",
+    "progress": "--no-progress",
+}
+
+
+def eval_options() -> list[Option]:
+    """Every flag of `forgetfilter eval` that sets an `EvalConfig` field."""
+    from .evaluation import EvalConfig
+
+    options = []
+    docs = field_docs(EvalConfig)
+    for path, hint, f, _ in _leaves(EvalConfig):
+        if path in EVAL_SKIPPED:
+            continue
+        choices = f.metadata.get("choices")
+        flag = EVAL_RENAMED.get(path, "--" + _dash(path))
+        options.append(Option(flag, (path,), hint, docs.get(f.name, ""), choices))
+    return options
+
+
+def build_eval_config(settings: dict[str, Any]):
+    """`EvalConfig()` with `settings` (field -> value) applied."""
+    from .evaluation import EvalConfig
+
+    return dataclasses.replace(EvalConfig(), **settings)
+
+
 def _dash(name: str) -> str:
     return name.replace("_", "-").replace(".", "-")
 
@@ -154,11 +186,12 @@ def add_run_options(parser: argparse.ArgumentParser) -> list[Option]:
     return add_options(group, run_options())
 
 
-def add_options(group, options: list[Option]) -> list[Option]:
-    """Add generated flags, plus `--full`/`--lora` for the finetuning mode."""
+def add_options(group, options: list[Option], modes: bool = True) -> list[Option]:
+    """Add generated flags, plus (with `modes`) `--full`/`--lora` for the finetuning mode."""
     for opt in options:
         kind, is_tuple = _base_type(opt.type)
-        kw: dict[str, Any] = {"dest": _dest(opt), "default": argparse.SUPPRESS, "help": opt.help}
+        text = f"turn off: {opt.help}" if opt.flag.startswith("--no-") else opt.help
+        kw: dict[str, Any] = {"dest": _dest(opt), "default": argparse.SUPPRESS, "help": text}
         if kind is not bool and not opt.choices:
             kw["metavar"] = opt.paths[0].rsplit(".", 1)[-1].upper()
         if kind is bool:
@@ -170,6 +203,8 @@ def add_options(group, options: list[Option]) -> list[Option]:
             if opt.choices:
                 kw["choices"] = list(opt.choices)
         group.add_argument(opt.flag, **kw)
+    if not modes:
+        return options
     group.add_argument(
         "--full",
         dest="opt:full",
