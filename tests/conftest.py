@@ -94,23 +94,30 @@ RANDOM_MODEL_CORPUS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def random_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained 2-layer GPT-2 with a small byte-level BPE tokenizer (needs no data pack)."""
-    import torch
+def byte_level_bpe(corpus: list[str], specials: list[str], vocab_size: int):
+    """A small byte-level BPE tokenizer (`tokenizers.Tokenizer`) trained on `corpus`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    out = tmp_path_factory.mktemp("random-gpt2")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<|endoftext|>"],
+        vocab_size=vocab_size,
+        special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(RANDOM_MODEL_CORPUS * 20, trainer)
+    tok.train_from_iterator(corpus * 20, trainer)
+    return tok
+
+
+@pytest.fixture(scope="session")
+def random_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained 2-layer GPT-2 with a small byte-level BPE tokenizer (needs no data pack)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    out = tmp_path_factory.mktemp("random-gpt2")
+    tok = byte_level_bpe(RANDOM_MODEL_CORPUS, ["<|endoftext|>"], 400)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
     )
@@ -147,7 +154,6 @@ CHAT_CORPUS = RANDOM_MODEL_CORPUS + [
 def build_chat_model(out: Path, arch: str = "llama") -> Path:
     """An untrained 2-layer causal LM whose tokenizer has a ChatML chat template (EOS <|im_end|>)."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
         GPT2Config,
         GPT2LMHeadModel,
@@ -156,16 +162,8 @@ def build_chat_model(out: Path, arch: str = "llama") -> Path:
         PreTrainedTokenizerFast,
     )
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    trainer = trainers.BpeTrainer(
-        vocab_size=500,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(CHAT_CORPUS * 20, trainer)
+    tok = byte_level_bpe(CHAT_CORPUS, specials, 500)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<|im_start|>",
