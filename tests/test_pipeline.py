@@ -447,3 +447,19 @@ def test_static_and_random_filters_through_run(micro_model_dir, tmp_path):
         r["reason"].startswith("random draw")
         for r in io.read_jsonl(tmp_path / "random" / "removed.jsonl")
     )
+
+
+def test_progress_bars_name_their_stage_and_can_be_turned_off(micro_model_dir, tmp_path, capsys):
+    from forgetfilter.cli import main
+
+    noisy, safe = make_data(tmp_path)
+    argv = ["run", "--model", str(micro_model_dir), "--noisy", str(noisy), "--safe", str(safe)]
+    argv += ["--full", "--epochs", "1", "--batch-size", "8", "--max-length", "64"]
+    argv += ["--safety-steps", "2", "--remove-fraction", "0.25"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    for label in ("m1: noisy finetune", "m2: safety finetune", "final finetune", "scores_m0"):
+        assert label in err, label
+    assert main([*argv, "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "finetune" not in err and "scores_" not in err and "it/s" not in err

@@ -82,6 +82,7 @@ def _add_training(sub: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="continue from the last checkpoint (the default)"
     )
     p.add_argument("--no-resume", action="store_true", help="start over, deleting earlier outputs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--skip-invalid", action="store_true", help="skip bad records in --data")
     p.add_argument("--revision", default=None, help="hub revision of --model (same as ID@REV)")
     p.set_defaults(func=_train)
@@ -107,7 +108,16 @@ def _train(args: argparse.Namespace) -> int:
 
     records, _ = read_examples(args.data, skip_invalid=args.skip_invalid)
     cfg = build_train_config(flag_settings(args, train_options()))
-    result = train(_model_name(args), records, args.out, cfg, resume=not args.no_resume)
+    if args.no_progress:
+        _quiet_library_bars()
+    result = train(
+        _model_name(args),
+        records,
+        args.out,
+        cfg,
+        resume=not args.no_resume,
+        progress=not args.no_progress,
+    )
     if result.already_complete:
         print(f"{args.out} is already complete ({result.steps} steps); nothing to do")
     elif _is_main_process():
@@ -187,6 +197,7 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--force", action="store_true", help="discard a run made with another configuration"
     )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_run_options(p)
     p.set_defaults(func=_cmd_run)
 
@@ -204,10 +215,22 @@ def run_config_from_args(a: argparse.Namespace):
     return build_run_config(model, settings)
 
 
+def _quiet_library_bars() -> None:
+    """Also hide transformers' weight-loading and shard-writing bars."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _cmd_run(a: argparse.Namespace) -> int:
     from .pipeline import run_forgetfilter
 
-    result = run_forgetfilter(a.noisy, a.safe, a.out, run_config_from_args(a), force=a.force)
+    if a.no_progress:
+        _quiet_library_bars()
+    cfg = run_config_from_args(a)
+    result = run_forgetfilter(
+        a.noisy, a.safe, a.out, cfg, force=a.force, progress=not a.no_progress
+    )
     if os.environ.get("RANK", "0") == "0":  # once under torchrun / accelerate launch
         _print_run_summary(result.summary)
     return 0
@@ -282,9 +305,7 @@ def _run_eval(a: argparse.Namespace) -> int:
 
     cfg = build_eval_config(flag_settings(a, eval_options()))
     if not cfg.progress:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # also the weight-loading bar
+        _quiet_library_bars()
     result = evaluate(_model_name(a), a.suite, a.data, cfg)
     write_json(a.out, result)
     print(format_table(result))

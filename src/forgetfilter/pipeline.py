@@ -237,8 +237,11 @@ def run_forgetfilter(
     cfg: RunConfig,
     *,
     force: bool = False,
+    progress: bool = True,
 ) -> RunResult:
     """Run every stage of ForgetFilter, skipping the ones already complete in `out_dir`.
+
+    `progress=False` hides the progress bars (training, scoring).
 
     Holds `out_dir`'s lock for the whole run. A disk that is full or read-only becomes a
     ForgetFilterError; the stages completed before stay in place and a rerun continues from them.
@@ -250,7 +253,7 @@ def run_forgetfilter(
         if ranks.main:
             io.remove_stale_temps(out_dir)
         try:
-            return _run_stages(noisy_path, safe_path, out_dir, cfg, force, ranks)
+            return _run_stages(noisy_path, safe_path, out_dir, cfg, force, ranks, progress)
         except OSError as exc:
             if exc.errno not in io.DISK_ERRNOS:
                 raise
@@ -264,8 +267,8 @@ def run_forgetfilter(
 class State:
     """What the stages of one run share: the settings, and each finished stage's result."""
 
-    def __init__(self, run: Run, noisy_path, safe_path, ranks: Ranks):
-        self.run, self.cfg, self.ranks = run, run.cfg, ranks
+    def __init__(self, run: Run, noisy_path, safe_path, ranks: Ranks, progress: bool = True):
+        self.run, self.cfg, self.ranks, self.progress = run, run.cfg, ranks, progress
         self.noisy_path, self.safe_path = noisy_path, safe_path
         self.results: dict[str, object] = {}
 
@@ -295,7 +298,9 @@ class Stage:
 
 
 def _score(model: Callable[[State], str], name: str) -> Callable[[State], object]:
-    return lambda s: score_stage(model(s), s.noisy, s.run.dir / f"{name}.jsonl", s.cfg, s.ranks)
+    return lambda s: score_stage(
+        model(s), s.noisy, s.run.dir / f"{name}.jsonl", s.cfg, s.ranks, s.progress
+    )
 
 
 PIPELINE: tuple[Stage, ...] = (
@@ -313,14 +318,14 @@ PIPELINE: tuple[Stage, ...] = (
     Stage(
         "m1",
         ("m1",),
-        lambda s: train_stage(s.cfg.model, s.noisy, s.run.dir / "m1", noisy_cfg(s.cfg)),
+        lambda s: train_stage(s.cfg.model, s.noisy, s.run.dir / "m1", noisy_cfg(s.cfg), s.progress),
     ),
     Stage("scores_before", ("scores_before.*",), _score(lambda s: s["m1"], "scores_before")),
     Stage(
         "m2",
         ("m2", "curve"),
         lambda s: safety_stage(
-            s["m1"], s.results["inputs"][1], s.noisy, s.run.dir, s.cfg, s.ranks.main
+            s["m1"], s.results["inputs"][1], s.noisy, s.run.dir, s.cfg, s.ranks.main, s.progress
         ),
     ),
     Stage("scores_after", ("scores_after.*",), _score(lambda s: s["m2"], "scores_after")),
@@ -339,24 +344,34 @@ PIPELINE: tuple[Stage, ...] = (
     Stage(
         "final",
         ("final",),
-        lambda s: train_stage(s.cfg.model, s.kept, s.run.dir / "final", noisy_cfg(s.cfg)),
+        lambda s: train_stage(
+            s.cfg.model, s.kept, s.run.dir / "final", noisy_cfg(s.cfg), s.progress
+        ),
         when=lambda s: s.cfg.final and bool(s.kept),
     ),
 )
 STAGES = tuple(stage.name for stage in PIPELINE)
+# Progress bar names of the training stages.
+STAGE_LABELS = {"m1": "m1: noisy finetune", "m2": "m2: safety finetune", "final": "final finetune"}
 # What a run writes besides its stages' outputs.
 RUN_FILES = ("summary.json", "timings.json")
 
 
 def _run_stages(
-    noisy_path, safe_path, out_dir: Path, cfg: RunConfig, force: bool, ranks: Ranks
+    noisy_path,
+    safe_path,
+    out_dir: Path,
+    cfg: RunConfig,
+    force: bool,
+    ranks: Ranks,
+    progress: bool = True,
 ) -> RunResult:
     """The stages of `run_forgetfilter`, in order (the main process holds the directory's lock)."""
     if ranks.main:  # it holds the lock and has cleaned up
         check_config(out_dir, cfg, [noisy_path, safe_path], force)
     ranks.barrier()
     run = Run(out_dir, cfg, ranks)
-    state = State(run, noisy_path, safe_path, ranks)
+    state = State(run, noisy_path, safe_path, ranks, progress)
     for stage in PIPELINE:
         if stage.when(state) and (ranks.main or not stage.main_only):
             state.results[stage.name] = run.stage(stage.name, lambda st=stage: st.run(state))
@@ -517,11 +532,16 @@ def safety_cfg(cfg: RunConfig, n_safe: int) -> TrainConfig:
     return dataclasses.replace(t, seed=cfg.seed + 1, max_steps=steps, epochs=max(t.epochs, 1e9))
 
 
-def train_stage(model: str, examples: Sequence[Example], out: Path, tcfg: TrainConfig) -> str:
-    """Finetune `model` on `examples` into `out` (resumable); returns the trained model path."""
+def train_stage(
+    model: str, examples: Sequence[Example], out: Path, tcfg: TrainConfig, progress: bool = True
+) -> str:
+    """Finetune `model` on `examples` into `out` (resumable); returns the trained model path.
+
+    The progress bar is named after the stage (`out`'s name)."""
     from .training import train
 
-    result = train(model, unlabelled(examples), out, tcfg)
+    label = STAGE_LABELS.get(out.name, out.name)
+    result = train(model, unlabelled(examples), out, tcfg, progress=progress, label=label)
     return str(getattr(result, "model_dir", out / "model"))
 
 
@@ -532,6 +552,7 @@ def safety_stage(
     run_dir: Path,
     cfg: RunConfig,
     main: bool = True,
+    progress: bool = True,
 ) -> str:
     """Safety finetuning M1 -> M2, scoring the noisy set at `curve_points` checkpoints if asked
     (on the main process when several train together)."""
@@ -556,6 +577,8 @@ def safety_stage(
         tcfg,
         callback=on_checkpoint if every else None,
         callback_every=every,
+        progress=progress,
+        label=STAGE_LABELS["m2"],
     )
     return str(getattr(result, "model_dir", run_dir / "m2" / "model"))
 
@@ -602,6 +625,7 @@ def score_stage(
     out: Path,
     cfg: RunConfig,
     ranks: Ranks | None = None,
+    progress: bool = True,
 ) -> np.ndarray:
     """Score every example on a model, in shards that survive interruption; returns scores by position.
 
@@ -612,7 +636,7 @@ def score_stage(
     ranks.barrier()  # every process has looked before the merged file can appear
     if not done:
         parts = out.with_suffix(".shards")  # (".parts" held input-order shards: not reused)
-        _score_shards(model_path, examples, parts, out.stem, cfg, ranks)
+        _score_shards(model_path, examples, parts, out.stem, cfg, ranks, progress)
         ranks.barrier()
         if ranks.main:
             rows = [r for p in sorted(parts.glob("part-*.jsonl")) for r in io.read_jsonl(p)]
@@ -643,7 +667,13 @@ def shard_positions(examples: Sequence[Example]) -> list[list[int]]:
 
 
 def _score_shards(
-    model_path: str, examples: Sequence[Example], parts: Path, stage: str, cfg: RunConfig, ranks
+    model_path: str,
+    examples: Sequence[Example],
+    parts: Path,
+    stage: str,
+    cfg: RunConfig,
+    ranks,
+    progress: bool = True,
 ) -> None:
     """Write this process's missing shards (`SCORE_SHARD` examples each) under `parts`."""
     from tqdm.auto import tqdm
@@ -657,7 +687,11 @@ def _score_shards(
     total = sum(len(chunk) for _, chunk, _ in shards)
     done = total - sum(len(chunk) for _, chunk, _ in todo)
     bar = tqdm(
-        total=total, initial=done, desc=f"{stage} ({cfg.signal})", unit="ex", disable=not ranks.main
+        total=total,
+        initial=done,
+        desc=f"{stage} ({cfg.signal})",
+        unit="ex",
+        disable=not (ranks.main and progress),
     )
     model = tokenizer = None
     for k, chunk, shard in todo:

@@ -262,20 +262,22 @@ def train(
     callback: Callback | None = None,
     callback_every: int = 0,
     progress: bool = True,
+    label: str = "train",
 ) -> TrainResult:
     """Finetune `model` (name, path, `tiny`, or a previous output dir) on `records` into `out_dir`.
 
     `callback(step, model, tokenizer)` runs on every process after steps callback_every,
     2·callback_every, ... with the unwrapped model in eval mode; RNG state is restored after it,
     so a callback does not change training. Raises NumericalError (naming the step) when the loss
-    or gradient becomes NaN/inf; checkpoints written before stay intact.
+    or gradient becomes NaN/inf; checkpoints written before stay intact. `label` names the
+    progress bar (`progress=False` hides it).
     """
     cfg = cfg or TrainConfig()
     cfg.validate()
     if not records:
         raise ConfigError("no training records")
     out_dir = Path(out_dir)
-    run = _Run(str(model), records, out_dir, cfg, progress)
+    run = _Run(str(model), records, out_dir, cfg, progress, label)
     done = run.completed_result() if resume else None
     if done is not None:
         return done
@@ -294,9 +296,10 @@ class _Run:
         out_dir: Path,
         cfg: TrainConfig,
         progress: bool,
+        label: str = "train",
     ):
         self.model_name, self.records, self.out_dir, self.cfg = model, records, out_dir, cfg
-        self.progress = progress
+        self.progress, self.label = progress, label
         self.fingerprint = data_fingerprint(records)
         self.identity = {
             "model": _portable(model, out_dir),
@@ -440,7 +443,7 @@ class _Run:
         bar = tqdm(
             total=self.plan.total_steps,
             initial=self.step,
-            desc="train",
+            desc=self.label,
             disable=not (self.progress and self.acc.is_main_process),
             dynamic_ncols=True,
         )
