@@ -208,8 +208,8 @@ def run_config_from_args(a: argparse.Namespace):
 
     settings = file_settings(a.config) if a.config else {}
     settings |= flag_settings(a) | threshold_settings(a)
-    model = getattr(a, "model", None) or settings.pop("model", None) or "tiny"
-    settings.pop("model", None)
+    from_file = settings.pop("model", None)
+    model = getattr(a, "model", None) or from_file or "tiny"
     if a.revision:
         model = f"{model}@{a.revision}"
     return build_run_config(model, settings)

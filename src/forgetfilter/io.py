@@ -222,3 +222,14 @@ def file_lock(path: Path):
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (a missing or unreadable file is a clear error)."""
+    import hashlib
+
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError as exc:
+        raise ForgetFilterError(f"cannot read {path}: {exc.strerror or exc}") from None

@@ -26,7 +26,7 @@ from typing import Any
 
 from . import datasets
 from .errors import ConfigError, ForgetFilterError
-from .io import write_json, write_jsonl
+from .io import file_sha256, write_json, write_jsonl
 from .records import RISKS, Example
 
 DEFAULT_MAX_SAFE = 7000
@@ -256,11 +256,7 @@ def build_mixture(cfg: MixtureConfig, data_dir: str | Path, out_dir: str | Path)
 def _write(path: Path, examples: list[Example]) -> dict[str, Any]:
     n = write_jsonl(path, (ex.to_dict() for ex in examples))
     by = Counter(f"{ex.source}:{ex.label}" for ex in examples)
-    return {"n": n, "by_source_label": dict(sorted(by.items())), "sha256": _file_sha256(path)}
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"n": n, "by_source_label": dict(sorted(by.items())), "sha256": file_sha256(path)}
 
 
 def _manifest(

@@ -170,7 +170,7 @@ def build_eval_config(settings: dict[str, Any]):
     """`EvalConfig()` with `settings` (field -> value) applied."""
     from .evaluation import EvalConfig
 
-    return dataclasses.replace(EvalConfig(), **settings)
+    return build_config(EvalConfig(), settings)
 
 
 def _dash(name: str) -> str:
@@ -247,18 +247,20 @@ def build_train_config(settings: dict[str, Any]):
     """`TrainConfig()` with `settings` (dotted field -> value) applied."""
     from .training import TrainConfig
 
-    base = dataclasses.asdict(TrainConfig())
-    _apply(base, settings)
-    return _build(TrainConfig, base)
+    return build_config(TrainConfig(), settings)
 
 
-def _apply(base: dict, settings: dict[str, Any]) -> None:
+def build_config(start: Any, settings: dict[str, Any]) -> Any:
+    """A copy of the dataclass `start` with `settings` (dotted field -> value) applied, rebuilt
+    from scratch so that its checks (`__post_init__`) run on the result."""
+    base = dataclasses.asdict(start)
     for path, value in settings.items():
         node = base
         *parents, leaf = path.split(".")
         for p in parents:
             node = node[p]
         node[leaf] = value
+    return _build(type(start), base)
 
 
 def threshold_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -310,14 +312,10 @@ def file_settings(path: str | Path) -> dict[str, Any]:
 
 def build_run_config(model: str, settings: dict[str, Any]):
     """The model's preset RunConfig with `settings` (dotted field -> value) applied, validated."""
-    from .pipeline import RunConfig, default_run_config
+    from .pipeline import default_run_config
 
-    base = dataclasses.asdict(default_run_config(model))
-    if "normalise" not in settings:
-        base["normalise"] = None  # the signal's default recipe
-    _apply(base, settings)
-    base["model"] = model
-    return _build(RunConfig, base)
+    # without --normalise, the signal's default recipe (None), not the preset's resolved one
+    return build_config(default_run_config(model), {"normalise": None, "model": model, **settings})
 
 
 def _build(cls: type, data: dict) -> Any:

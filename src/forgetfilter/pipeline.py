@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import math
 import os
 import shutil
@@ -402,7 +401,7 @@ def check_config(out_dir: Path, cfg: RunConfig, inputs: Sequence[str | Path], fo
     want = {
         "config": cfg.fingerprint(),
         "inputs": {
-            r: {"path": str(p.resolve()), "sha256": file_sha256(p)} for r, p in files.items()
+            r: {"path": str(p.resolve()), "sha256": io.file_sha256(p)} for r, p in files.items()
         },
     }
     path = out_dir / "config.json"
@@ -457,15 +456,6 @@ def _hashes(saved: dict) -> list[str]:
     """The input files' sha256 in order (also from runs that keyed them by the path given)."""
     values = saved.get("inputs", {}).values()
     return [v["sha256"] if isinstance(v, dict) else v for v in values]
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (a missing file is a clear error)."""
-    try:
-        with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
-    except OSError as exc:
-        raise ForgetFilterError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def load_inputs(

@@ -354,34 +354,36 @@ def _turns(rec: dict, fmt: str) -> list[dict] | None:
         if any(t["role"] != "assistant" for t in turns[len(prompt) :]):
             raise _Bad("bad_field_value", "`completion` may hold only assistant (and tool) turns")
         return turns
+    if fmt == "text":
+        return None
+    context = _system(rec) + (_history(rec) if fmt == "alpaca" else [])
+    if not context:  # a flat user -> assistant pair: no conversation to keep
+        return None
+    prompt, answer = flat_pair(rec, fmt)
+    return context + [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+
+
+def _history(rec: dict) -> list[dict]:
+    """Alpaca `history` ([[query, answer], ...]) as earlier turns."""
+    turns = []
+    for pair in rec.get("history") or []:
+        if (
+            not isinstance(pair, list | tuple)
+            or len(pair) != 2
+            or not all(isinstance(x, str) for x in pair)
+        ):
+            raise _Bad("bad_field_type", "`history` must be a list of [query, answer] strings")
+        turns += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    return turns
+
+
+def flat_pair(rec: dict, fmt: str) -> tuple[str, str]:
+    """(prompt, response) of a record in a flat format (Alpaca, prompt/response, completion)."""
     if fmt == "alpaca":
-        history = []
-        for pair in rec.get("history") or []:
-            if (
-                not isinstance(pair, list | tuple)
-                or len(pair) != 2
-                or not all(isinstance(x, str) for x in pair)
-            ):
-                raise _Bad("bad_field_type", "`history` must be a list of [query, answer] strings")
-            history += [
-                {"role": "user", "content": pair[0]},
-                {"role": "assistant", "content": pair[1]},
-            ]
         prompt = alpaca_prompt(_str(rec, "instruction"), _str(rec, "input", required=False))
-        last = [
-            {"role": "user", "content": prompt},
-            {"role": "assistant", "content": _str(rec, "output")},
-        ]
-        turns = _system(rec) + history + last
-        return turns if len(turns) > 2 else None
-    if fmt in ("prompt_response", "prompt_completion"):
-        answer = _str(rec, "response" if fmt == "prompt_response" else "completion")
-        turns = _system(rec) + [
-            {"role": "user", "content": _str(rec, "prompt")},
-            {"role": "assistant", "content": answer},
-        ]
-        return turns if len(turns) > 2 else None
-    return None  # text
+        return prompt, _str(rec, "output")
+    key = "response" if fmt == "prompt_response" else "completion"
+    return _str(rec, "prompt"), _str(rec, key)
 
 
 def _list(rec: dict, key: str) -> list:
@@ -579,14 +581,8 @@ def _example(
         response = message_text(turns[-1])
     elif fmt == "text":
         prompt, response = "", _str(rec, "text")
-    else:  # a flat pair: read the two strings
-        prompt = (
-            alpaca_prompt(_str(rec, "instruction"), _str(rec, "input", required=False))
-            if fmt == "alpaca"
-            else _str(rec, "prompt")
-        )
-        key = {"alpaca": "output", "prompt_response": "response"}.get(fmt, "completion")
-        response = _str(rec, key)
+    else:
+        prompt, response = flat_pair(rec, fmt)
     if not response.strip():
         raise _Bad("empty_response")
     rid = rec.get("id")

