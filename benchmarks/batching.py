@@ -2,7 +2,7 @@
 
 Training: `forgetfilter.training.train` (length-grouped micro-batches) vs a plain `Trainer`
 (random sampler, `DataCollatorForSeq2Seq` padding, no group_by_length), same model, records, micro
-batch, accumulation, steps, lr and max_length. Scoring: `signals.response_nll` (length-sorted,
+batch, accumulation, steps, lr and max_length. Scoring: `inference.response_nll` (length-sorted,
 sliced logits) vs a plain loop (input order, full logits). Real tokens/s (no padding) and the
 padding fraction of each batching. Runs alternate A, B, A, B so machine load affects both alike.
 
@@ -21,7 +21,7 @@ import _common as C  # noqa: N812
 import numpy as np
 import torch
 
-from forgetfilter import signals
+from forgetfilter import inference
 from forgetfilter.batching import encode_example, length_grouped_batches
 
 
@@ -135,13 +135,13 @@ def scoring_rows(path: str, records, args) -> list[dict]:
     kw = {"batch_size": args.score_batch, "max_length": args.max_length, "progress": False}
     lengths = [len(encode_example(tok, ex, args.max_length).input_ids) for ex in records]
     real = sum(lengths)
-    signals.response_nll(model, tok, records[: args.score_batch], **kw)
+    inference.response_nll(model, tok, records[: args.score_batch], **kw)
     times: dict[str, list[float]] = {"ours": [], "plain": []}
     values = {}
     for _ in range(args.repeats + 1):
         for key, fn in (
             ("plain", lambda: C.plain_nll(model, tok, records, args.score_batch, args.max_length)),
-            ("ours", lambda: signals.response_nll(model, tok, records, **kw)),
+            ("ours", lambda: inference.response_nll(model, tok, records, **kw)),
         ):
             s, values[key] = C.timed(fn)
             times[key].append(s)

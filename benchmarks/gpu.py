@@ -8,11 +8,11 @@ trained on the fly (no weights, data or hub needed):
   `Trainer` (random sampler, DataCollatorForSeq2Seq padding), LoRA r=8 (and full finetuning for
   GPT-2-small), same micro batch, accumulation, lr, max_length and bf16 autocast; the Trainer also
   without cuDNN attention, ours again after it (A-B-A) and ours with cuDNN attention allowed;
-- scoring: real tokens/s of `signals.response_nll` (sorted, sliced logits; with cuDNN attention
+- scoring: real tokens/s of `inference.response_nll` (sorted, sliced logits; with cuDNN attention
   allowed; larger batches; token-budget batches) vs a plain unsorted loop with full float32 logits,
   each run twice (first and best time);
 - signal cost: the loss signal (two batch sizes) vs the rouge signal on the same 512 records;
-- generation: new tokens/s of `signals.generate` (dynamic cache with and without cuDNN attention;
+- generation: new tokens/s of `inference.generate` (dynamic cache with and without cuDNN attention;
   static cache; static cache + torch.compile on CUDA) vs plain `model.generate`, at batch 64;
 - pipeline overhead: `forgetfilter run` against one plain finetune (benchmarks/pipeline_overhead.py);
 - model FLOP utilisation: 6·N·tokens (training) or 2·N·tokens (forward) over the chip's dense bf16
@@ -43,7 +43,7 @@ from typing import Any
 import _common as C  # noqa: N812  (benchmarks/ is on sys.path when run as a script)
 import torch
 
-from forgetfilter import signals  # noqa: E402
+from forgetfilter import inference, signals  # noqa: E402
 from forgetfilter.batching import encode_example, length_grouped_batches  # noqa: E402
 from forgetfilter.devices import CUDNN_SDPA_ENV, attention_backends  # noqa: E402
 
@@ -208,7 +208,7 @@ def scoring_rows(b: Bench, model, tok, records, n_params: int) -> list[dict]:
     def ours(cudnn: bool = False, **extra):
         def run():
             with cudnn_sdpa(cudnn, dev):
-                return signals.response_nll(model, tok, records, **{**kw, **extra})
+                return inference.response_nll(model, tok, records, **{**kw, **extra})
 
         return run
 
@@ -226,7 +226,7 @@ def scoring_rows(b: Bench, model, tok, records, n_params: int) -> list[dict]:
         ),
     }
     with cudnn_sdpa(False, dev):  # warm-up without creating cuDNN plans
-        C.timed(lambda: signals.response_nll(model, tok, records[: 4 * a.score_batch], **kw), dev)
+        C.timed(lambda: inference.response_nll(model, tok, records[: 4 * a.score_batch], **kw), dev)
     times: dict[str, list[float]] = {k: [] for k in variants}
     values = {}
     for _round in range(2):
@@ -264,7 +264,7 @@ def _with_cudnn(device: str, fn):
 
 
 def generation_rows(b: Bench, model, tok, prompts, n_params: int, compile_: bool) -> list[dict]:
-    """new tokens/s of plain model.generate vs signals.generate (dynamic / static / static+compile)."""
+    """new tokens/s of plain model.generate vs inference.generate (dynamic / static / static+compile)."""
     a, dev = b.args, b.args.device
     n_new = a.gen_new_tokens
     kw = {
@@ -277,25 +277,25 @@ def generation_rows(b: Bench, model, tok, prompts, n_params: int, compile_: bool
         "plain model.generate": lambda: C.plain_generate(
             model, tok, prompts, a.gen_batch, n_new, a.max_length
         ),
-        "ours dynamic cache": lambda: signals.generate(
+        "ours dynamic cache": lambda: inference.generate(
             model, tok, prompts, **kw, cache_implementation="dynamic"
         ),
         "ours dynamic cache, cuDNN attention on": lambda: _with_cudnn(
             dev,
-            lambda: signals.generate(model, tok, prompts, **kw, cache_implementation="dynamic"),
+            lambda: inference.generate(model, tok, prompts, **kw, cache_implementation="dynamic"),
         ),
-        "ours static cache": lambda: signals.generate(
+        "ours static cache": lambda: inference.generate(
             model, tok, prompts, **kw, cache_implementation="static", disable_compile=True
         ),
     }
     if compile_:  # only the static-cache variants beside the baseline
         for name in ("ours dynamic cache", "ours dynamic cache, cuDNN attention on"):
             del variants[name]
-        variants["ours static + compile (incl. compile)"] = lambda: signals.generate(
+        variants["ours static + compile (incl. compile)"] = lambda: inference.generate(
             model, tok, prompts, **kw, cache_implementation="static"
         )
         variants["ours static + compile (warm)"] = variants["ours static + compile (incl. compile)"]
-    signals.generate(model, tok, prompts[: a.gen_batch], **{**kw, "max_new_tokens": 4})  # warm-up
+    inference.generate(model, tok, prompts[: a.gen_batch], **{**kw, "max_new_tokens": 4})  # warm-up
     order = [*variants, "plain model.generate"] if not compile_ else [*variants]
     times: dict[str, list[float]] = {k: [] for k in variants}
     outs = {}
@@ -332,7 +332,7 @@ def signal_cost_rows(b: Bench, model, tok, records, n: int) -> list[dict]:
     """Seconds of the loss signal vs the rouge signal (target+8 budgets) on the same records.
 
     The rouge row is `signals.greedy_rouge1` when rouge-score is installed, else the generation it
-    runs (`signals.generate` with the same budgets and early stop), which is nearly all its cost.
+    runs (`inference.generate` with the same budgets and early stop), which is nearly all its cost.
     Random weights rarely emit EOS or a newline, so every row decodes its whole budget: an upper
     bound of a trained model's cost at the same budgets.
     """
@@ -340,14 +340,14 @@ def signal_cost_rows(b: Bench, model, tok, records, n: int) -> list[dict]:
     recs = records[: min(len(records), 512)]
     kw = {"batch_size": a.score_batch, "max_length": a.max_length, "progress": False}
     gkw = {**kw, "batch_size": a.gen_batch}
-    limits = signals.target_lengths(tok, recs)
+    limits = inference.target_lengths(tok, recs)
     if b.results["env"]["rouge_score"]:
         rouge = lambda: signals.greedy_rouge1(model, tok, recs, **gkw)  # noqa: E731
         label = f"rouge: greedy_rouge1 (target+8, batch {a.gen_batch})"
     else:
 
         def rouge():
-            return signals.generate(
+            return inference.generate(
                 model,
                 tok,
                 [ex.prompt for ex in recs],
@@ -357,9 +357,9 @@ def signal_cost_rows(b: Bench, model, tok, records, n: int) -> list[dict]:
             )
 
         label = f"rouge generation only (no rouge-score; target+8, batch {a.gen_batch})"
-    loss = lambda: signals.response_nll(model, tok, recs, **kw)  # noqa: E731
+    loss = lambda: inference.response_nll(model, tok, recs, **kw)  # noqa: E731
     big = f"loss, batch {a.big_score_batch}"
-    loss_big = lambda: signals.response_nll(  # noqa: E731
+    loss_big = lambda: inference.response_nll(  # noqa: E731
         model, tok, recs, **{**kw, "batch_size": a.big_score_batch}
     )
     first = f"loss, batch {a.score_batch}"
@@ -423,10 +423,10 @@ def authors_budget_rows(b: Bench, model, tok, records) -> list[dict]:
     kw = {"batch_size": a.score_batch, "max_length": a.max_length, "progress": False}
     gkw = {**kw, "batch_size": a.gen_batch}
     runs = {
-        "loss": lambda: signals.response_nll(model, tok, recs, **kw),
+        "loss": lambda: inference.response_nll(model, tok, recs, **kw),
         "rouge, target+8": lambda: signals.greedy_rouge1(model, tok, recs, **gkw),
-        f"rouge, {signals.MAX_NEW_TOKENS_CAP} new tokens": lambda: signals.greedy_rouge1(
-            model, tok, recs, max_new_tokens=signals.MAX_NEW_TOKENS_CAP, **gkw
+        f"rouge, {inference.MAX_NEW_TOKENS_CAP} new tokens": lambda: signals.greedy_rouge1(
+            model, tok, recs, max_new_tokens=inference.MAX_NEW_TOKENS_CAP, **gkw
         ),
     }
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -474,10 +474,10 @@ def profile_loss_rows(b: Bench, model, tok, records, shape: str) -> list[dict]:
     a, dev = b.args, b.args.device
     kw = {"batch_size": a.score_batch, "max_length": a.max_length, "progress": False}
     recs = records[:512]
-    signals.response_nll(model, tok, recs[:64], **kw)
+    inference.response_nll(model, tok, recs[:64], **kw)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.startswith("cuda") else [])
     with profile(activities=acts) as prof:
-        signals.response_nll(model, tok, recs, **kw)
+        inference.response_nll(model, tok, recs, **kw)
         C.sync(dev)
     key = "self_cuda_time_total" if dev.startswith("cuda") else "self_cpu_time_total"
     events = prof.key_averages()

@@ -28,7 +28,7 @@ import _common as C  # noqa: N812
 import numpy as np
 import torch
 
-from forgetfilter import recipes, signals
+from forgetfilter import inference, recipes, signals
 from forgetfilter.batching import encode_example
 
 
@@ -72,9 +72,9 @@ def cost_rows(model, tok, records, args) -> list[dict]:
     """Seconds and tokens/s of both signals, interleaved; ratio rouge/loss."""
     kw = {"batch_size": args.batch_size, "max_length": args.max_length, "progress": False}
     real = sum(len(encode_example(tok, ex, args.max_length).input_ids) for ex in records)
-    signals.response_nll(model, tok, records[: args.batch_size], **kw)  # warm-up
+    inference.response_nll(model, tok, records[: args.batch_size], **kw)  # warm-up
     runs = {
-        "loss": lambda: signals.response_nll(model, tok, records, **kw),
+        "loss": lambda: inference.response_nll(model, tok, records, **kw),
         "rouge (target+8, cap 500)": lambda: signals.greedy_rouge1(model, tok, records, **kw),
         f"rouge (cap {args.max_new_tokens})": lambda: signals.greedy_rouge1(
             model, tok, records, max_new_tokens=args.max_new_tokens, **kw
@@ -97,7 +97,7 @@ def cost_rows(model, tok, records, args) -> list[dict]:
         s, _ = C.timed(runs[name], args.device)
         times[name].append(s)
     loss_s = float(np.median(times["loss"]))
-    budget = sum(signals.target_lengths(tok, records))
+    budget = sum(inference.target_lengths(tok, records))
     rows = []
     for name, ts in times.items():
         s = float(np.median(ts))
@@ -127,11 +127,11 @@ def _rouge_without_early_stop(model, tok, records, kw) -> np.ndarray:
     """greedy_rouge1 as before the first-line stop: whole generations up to each budget."""
     from forgetfilter.metrics import rouge1_f
 
-    outs = signals.generate(
+    outs = inference.generate(
         model,
         tok,
         [ex.prompt for ex in records],
-        max_new_tokens=signals.target_lengths(tok, records),
+        max_new_tokens=inference.target_lengths(tok, records),
         **kw,
     )
     return np.asarray(
@@ -222,7 +222,7 @@ def merge_precision_rows(run_dir: Path, records, args) -> list[dict]:
         for stage in ("m1", "m2"):
             model, tok = load_model(run_dir / stage / "model", device=args.device, dtype=dtype)
             model = model.merge_and_unload() if merged else model
-            nll.append(signals.response_nll(model, tok, records, **kw))
+            nll.append(inference.response_nll(model, tok, records, **kw))
         return recipes.forgetting(nll[0], nll[1], "loss", "relative")
 
     ref = forgetting("fp32", False)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from forgetfilter import batching, chat, signals
+from forgetfilter import batching, chat, inference, signals
 from forgetfilter.errors import ConfigError
 from forgetfilter.models import load_model
 from forgetfilter.readers import message_text
@@ -89,7 +89,7 @@ def test_scoring_uses_the_training_mask(loaded) -> None:
         Example("b", "Where is Paris?", "In France, of course."),
     ]
     for turns in ("last", "all"):
-        got = signals.response_nll(model, tok, records, progress=False, turns=turns)
+        got = inference.response_nll(model, tok, records, progress=False, turns=turns)
         for ex, value in zip(records, got, strict=True):
             enc = batching.encode_all(tok, [ex], 256, turns=turns)[0]
             ids = torch.tensor(enc.input_ids, dtype=torch.long)[None]
@@ -109,14 +109,14 @@ def test_generation_and_evaluation_use_the_generation_prompt(loaded, monkeypatch
     expected = tok.apply_chat_template(TALK[:-1], tokenize=True, add_generation_prompt=True)
     assert ids == list(expected["input_ids"])
     seen: list[str] = []
-    real = signals.encode_prompt
+    real = inference.encode_prompt
 
     def spy(tokenizer, prompt, max_length, prompt_format="auto"):
         out = real(tokenizer, prompt, max_length, prompt_format)
         seen.append(_text(tokenizer, out))
         return out
 
-    monkeypatch.setattr(signals, "encode_prompt", spy)
+    monkeypatch.setattr(inference, "encode_prompt", spy)
     signals.greedy_rouge1(model, tok, [ex], max_new_tokens=4, progress=False)
     assert seen[-1].endswith("<|im_start|>user\nName?<|im_end|>\n<|im_start|>assistant\n")
     from forgetfilter.evaluation import EvalConfig, _eval_alpaca, _Runner

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from forgetfilter import classifiers, paths
+from forgetfilter import classifiers, paths, refusals
 from forgetfilter.errors import ConfigError
 
 
@@ -37,7 +37,7 @@ needs_data = pytest.mark.skipif(
     ],
 )
 def test_is_refusal(text: str | None, expected: bool) -> None:
-    assert classifiers.is_refusal(text) is expected
+    assert refusals.is_refusal(text) is expected
 
 
 def test_unknown_kind() -> None:

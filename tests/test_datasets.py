@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from forgetfilter import datasets
+from forgetfilter import datasets, refusals
 from forgetfilter.errors import ForgetFilterError
 from forgetfilter.paths import data_dir
 
@@ -83,7 +83,7 @@ def test_harm_sources_and_screening(data: Path) -> None:
     assert stats["hh_rejected_dropped_refusal"] > 0 and stats["hh_rejected_dropped_short"] > 0
     hh = [ex for ex in exs if ex.source == "hh-rlhf" and ex.label == "unsafe"]
     assert all(len(ex.response.split()) >= datasets.HH_MIN_WORDS for ex in hh)
-    assert not any(datasets.looks_like_refusal(ex.response) for ex in hh)
+    assert not any(refusals.looks_like_refusal(ex.response) for ex in hh)
     jbb = next(ex for ex in exs if ex.source == "jailbreakbench")
     assert jbb.meta["group"] == "harm:" + datasets.norm_text(jbb.prompt)  # the plain goal
 

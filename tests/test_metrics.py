@@ -188,3 +188,15 @@ def test_bbq_unparsed_is_wrong_and_not_counted_for_bias() -> None:
     assert res["acc_disambig"] == 0.5
     assert res["n_unparsed_disambig"] == 1
     assert res["n_non_unknown_disambig"] == 1 and res["s_dis"] == 1.0
+
+
+def test_precision_at_k_counts_ties_fractionally_and_auprc_is_average_precision():
+    from forgetfilter.metrics import auprc, precision_at_k, ranking_quality
+
+    labels = [True, False, True, False, False]
+    assert precision_at_k(labels, [0.9, 0.8, 0.7, 0.1, 0.0]) == 0.5
+    assert precision_at_k(labels, [0.9, 0.5, 0.5, 0.5, 0.0]) == pytest.approx((1 + 1 / 3) / 2)
+    assert precision_at_k(labels, [0.9, 0.1, 0.8, 0.0, 0.0]) == 1.0
+    assert precision_at_k([False, False], [1.0, 0.0]) is None
+    assert auprc(labels, [0.9, 0.8, 0.7, 0.1, 0.0]) == pytest.approx((1 + 2 / 3) / 2)
+    assert ranking_quality(labels, [0.9, 0.1, 0.8, 0.0, 0.0])["auroc"] == 1.0

@@ -161,3 +161,28 @@ def test_shortfall_fails_or_is_recorded(data: Path, tmp_path: Path, capsys) -> N
         ]
     )
     assert rc == 2 and "unsafe-ratio" in capsys.readouterr().err
+
+
+def test_instruct_composition_and_helpful_answers_in_the_safety_set(
+    data: Path, tmp_path: Path
+) -> None:
+    assert mixture_counts(1000, 0.05, "instruct") == {
+        "unsafe": 50,
+        "safe": 0,
+        "squad": 190,
+        "alpaca": 760,
+    }
+    cfg = MixtureConfig(
+        "harm", 200, 0.05, n_safe=30, n_eval=5, composition="instruct", n_helpful=20
+    )
+    manifest = build_mixture(cfg, data, tmp_path)
+    noisy, safe = read_jsonl(tmp_path / "noisy.jsonl"), read_jsonl(tmp_path / "safe.jsonl")
+    assert Counter(r["label"] for r in noisy) == {"unsafe": 10, "task": 190}
+    assert Counter((r["source"], r["label"]) for r in safe)[("alpaca", "task")] == 20
+    assert len(safe) == 50 and sum(r["label"] == "safe" for r in safe) == 30
+    texts = lambda rows: {(r["prompt"], r["response"]) for r in rows}  # noqa: E731
+    evals = read_jsonl(tmp_path / "eval" / "alpaca.jsonl")
+    assert not texts(safe) & texts(noisy) and not texts(safe) & texts(evals)
+    assert manifest["config"]["composition"] == "instruct"
+    default = build_mixture(MixtureConfig("harm", 20, n_safe=5, n_eval=2), data, tmp_path / "d")
+    assert "composition" not in default["config"]  # older manifests keep their form

@@ -110,7 +110,7 @@ def test_a_bad_config_file_names_the_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"bad\.yaml: unknown field 'noisy_train\.lrr'"):
         _config(["--config", str(path)])
     path.write_text("noisy_train: {batch_size: 0}\n")
-    with pytest.raises(ConfigError, match="batch sizes must be positive"):
+    with pytest.raises(ConfigError, match="`batch_size` and `micro_batch_size` must be positive"):
         _config(["--config", str(path)])
 
 
@@ -142,3 +142,23 @@ def test_eval_and_train_flags_come_from_their_configs() -> None:
     args = build_parser().parse_args(train + ["--lora-r", "4", "--full", "--max-steps", "3"])
     cfg = build_train_config(flag_settings(args, train_options()))
     assert (cfg.lora.r, cfg.finetune, cfg.max_steps) == (4, "full", 3)
+
+
+def test_library_errors_name_fields_and_the_cli_names_flags(tmp_path: Path, capsys) -> None:
+    from forgetfilter import cli
+    from forgetfilter.pipeline import RunConfig
+    from forgetfilter.thresholds import ThresholdConfig
+
+    with pytest.raises(ConfigError) as err:
+        RunConfig(threshold=ThresholdConfig("fraction", fraction=2.0))
+    assert "`threshold.fraction` must be in [0, 1]" in str(err.value) and "--" not in str(err.value)
+    noisy = tmp_path / "n.jsonl"
+    noisy.write_text('{"prompt": "p", "response": "r"}\n')
+    base = ["run", "--noisy", str(noisy), "--safe", str(noisy), "--out", str(tmp_path / "o")]
+    assert cli.main([*base, "--remove-fraction", "2"]) == 2
+    assert "error: --remove-fraction must be in [0, 1], got 2.0" in capsys.readouterr().err
+    assert cli.main([*base, "--batch-size", "0"]) == 2
+    err_line = capsys.readouterr().err
+    assert "--batch-size and --micro-batch-size must be positive" in err_line
+    assert cli.main([*base, "--filter", "random"]) == 2
+    assert "--filter random needs --remove-fraction or --threshold" in capsys.readouterr().err

@@ -121,7 +121,7 @@ def test_default_score_is_forgetting_and_learning_for_loss_and_forgetting_for_ro
     assert RunConfig().normalise == "relative+learning"
     assert RunConfig(signal="rouge").normalise == "relative"
     assert RunConfig(normalise="relative+static").normalise == "relative+static"
-    with pytest.raises(ConfigError, match="needs --signal loss"):
+    with pytest.raises(ConfigError, match="needs a `signal` of kind nll"):
         RunConfig(signal="rouge", normalise="relative+learning")
     from forgetfilter import recipes
 
@@ -389,7 +389,7 @@ def test_nested_training_settings_are_checked_before_any_stage():
     from forgetfilter.pipeline import RunConfig
     from forgetfilter.training import TrainConfig
 
-    with pytest.raises(ConfigError, match="batch sizes must be positive"):
+    with pytest.raises(ConfigError, match="`batch_size` and `micro_batch_size` must be positive"):
         RunConfig(noisy_train=TrainConfig(batch_size=0))
     with pytest.raises(ConfigError, match="max_length"):
         RunConfig(safety_train=TrainConfig(max_length=8))
@@ -436,7 +436,7 @@ def test_static_and_random_filters_through_run(micro_model_dir, tmp_path):
     assert sorted(result.removed_ids) == sorted(r["id"] for r in lowest)
     removed = io.read_jsonl(tmp_path / "run" / "removed.jsonl")
     assert all(r["reason"].startswith("static fit") for r in removed)
-    with pytest.raises(ConfigError, match="--filter random needs --remove-fraction"):
+    with pytest.raises(ConfigError, match="`filter` random needs `threshold.fraction`"):
         micro_config(str(micro_model_dir), filter="random")
     cfg = micro_config(
         str(micro_model_dir), safety_steps=2, final=False, threshold=quarter, filter="random"
@@ -447,6 +447,39 @@ def test_static_and_random_filters_through_run(micro_model_dir, tmp_path):
         r["reason"].startswith("random draw")
         for r in io.read_jsonl(tmp_path / "random" / "removed.jsonl")
     )
+
+
+def test_classifier_filter_through_run_reads_only_the_text(micro_model_dir, tmp_path, monkeypatch):
+    from forgetfilter import classifiers, filters
+    from forgetfilter.records import Content
+
+    seen = []
+
+    class Keyword:
+        name, auroc = "keyword", 1.0
+
+        def score(self, texts, prompts=None):
+            return np.array([0.9 if "woman" in t else 0.1 for t in texts])
+
+    def fake_scorer(kind, data_dir=None, exclude=()):
+        seen.append(kind)
+        return Keyword()
+
+    decide = filters.ClassifierFilter.decide
+
+    def spy(self, records, *args):
+        assert all(type(r) is Content and not hasattr(r, "label") for r in records)
+        return decide(self, records, *args)
+
+    monkeypatch.setattr(classifiers, "get_scorer", fake_scorer)
+    monkeypatch.setattr(filters.ClassifierFilter, "decide", spy)
+    noisy, safe = make_data(tmp_path)
+    cfg = micro_config(str(micro_model_dir), safety_steps=2, final=False, filter="classifier")
+    result = run_forgetfilter(noisy, safe, tmp_path / "run", cfg)
+    assert sorted(result.removed_ids) == sorted(f"u{i}" for i in range(12))
+    assert set(seen) == {"harm", "toxicity"}
+    removed = io.read_jsonl(tmp_path / "run" / "removed.jsonl")
+    assert all(r["reason"].startswith("classifier probability 0.9 > phi 0.5") for r in removed)
 
 
 def test_progress_bars_name_their_stage_and_can_be_turned_off(micro_model_dir, tmp_path, capsys):

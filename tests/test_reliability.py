@@ -850,10 +850,10 @@ def test_scoring_out_of_memory_halves_the_batch(micro_model_dir: Path) -> None:
     import functools
 
     from forgetfilter.errors import ForgetFilterError
+    from forgetfilter.inference import response_nll, run_batches
     from forgetfilter.models import load_model
     from forgetfilter.pipeline import default_run_config, score_values
     from forgetfilter.records import Example
-    from forgetfilter.signals import response_nll, run_batches
 
     calls: list[int] = []
 

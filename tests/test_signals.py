@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from forgetfilter import signals
+from forgetfilter import inference, signals
 from forgetfilter.batching import IGNORE_INDEX, encode_example, token_budget_batches
 from forgetfilter.records import Example
 
@@ -47,21 +47,25 @@ def _examples(n: int = 11) -> list[Example]:
 
 def _reference_nll(model, tokenizer, ex: Example, max_length: int) -> float:
     """Unbatched, unpadded mean response NLL from full logits."""
+    return float(_reference_token_nlls(model, tokenizer, ex, max_length).mean())
+
+
+def _reference_token_nlls(model, tokenizer, ex: Example, max_length: int) -> torch.Tensor:
+    """Unbatched, unpadded NLL of each response token from full logits."""
     enc = encode_example(tokenizer, ex, max_length)
     ids = torch.tensor(enc.input_ids, dtype=torch.long)[None]
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0, :-1].double()
     labels = torch.tensor(enc.labels[1:])
     keep = labels.ne(IGNORE_INDEX)
-    logp = torch.log_softmax(logits, -1)[keep, labels[keep]]
-    return float(-logp.mean())
+    return -torch.log_softmax(logits, -1)[keep, labels[keep]]
 
 
 @pytest.mark.parametrize("sliced", [True, False])
 def test_response_nll_matches_unbatched_reference(model_and_tokenizer, monkeypatch, sliced):
     model, tokenizer = model_and_tokenizer
     if not sliced:
-        monkeypatch.setattr(signals, "_accepts_logits_to_keep", lambda m: False)
+        monkeypatch.setattr(inference, "_accepts_logits_to_keep", lambda m: False)
     examples = _examples()
     ref = np.array([_reference_nll(model, tokenizer, ex, 96) for ex in examples])
     for kwargs in (
@@ -70,7 +74,7 @@ def test_response_nll_matches_unbatched_reference(model_and_tokenizer, monkeypat
         {"batch_size": 32},
         {"batch_size": 8, "max_batch_tokens": 200},
     ):
-        got = signals.response_nll(
+        got = inference.response_nll(
             model, tokenizer, examples, max_length=96, progress=False, **kwargs
         )
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5, err_msg=str(kwargs))
@@ -95,7 +99,7 @@ def test_response_nll_matches_reference_on_a_rope_model(model_and_tokenizer):
     model = LlamaForCausalLM(cfg).eval()
     examples = _examples(7)
     ref = [_reference_nll(model, tokenizer, ex, 96) for ex in examples]
-    got = signals.response_nll(
+    got = inference.response_nll(
         model, tokenizer, examples, batch_size=4, max_length=96, progress=False
     )
     np.testing.assert_allclose(got, ref, atol=1e-5)
@@ -105,7 +109,7 @@ def test_response_nll_handles_truncated_records(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     long = Example("long", " ".join(SENTENCES * 8), " ".join(SENTENCES * 4))
     short = Example("short", "hi", "The woman.")
-    got = signals.response_nll(
+    got = inference.response_nll(
         model, tokenizer, [long, short], max_length=48, batch_size=2, progress=False
     )
     ref = [_reference_nll(model, tokenizer, ex, 48) for ex in (long, short)]
@@ -117,13 +121,13 @@ def test_batched_generation_equals_one_at_a_time(model_and_tokenizer):
     prompts = [ex.prompt for ex in _examples(9)]
     limits = [3, 12, 7, 1, 20, 5, 12, 9, 2]
     single = [
-        signals.generate(
+        inference.generate(
             model, tokenizer, [p], max_new_tokens=lim, batch_size=1, max_length=128, progress=False
         )[0]
         for p, lim in zip(prompts, limits, strict=True)
     ]
     for batch_size in (4, 16):
-        batched = signals.generate(
+        batched = inference.generate(
             model,
             tokenizer,
             prompts,
@@ -147,7 +151,7 @@ def test_first_line_stop_never_changes_the_rouge_text(model_and_tokenizer):
         seq = [rng.randrange(vocab) for _ in range(width)]
         for _ in range(25):
             seq.append(rng.choice(newline_ids) if rng.random() < 0.2 else rng.randrange(vocab))
-        stop = signals.FirstLineStop(tokenizer, width, 1, torch.device("cpu"))
+        stop = inference.FirstLineStop(tokenizer, width, 1, torch.device("cpu"))
         cut = len(seq)
         for k in range(width + 1, len(seq) + 1):
             if bool(stop(torch.tensor([seq[:k]]))[0]):
@@ -159,7 +163,7 @@ def test_first_line_stop_never_changes_the_rouge_text(model_and_tokenizer):
         if cut < len(seq):
             stopped += 1
             first = next(ln for ln in part.splitlines(keepends=True) if ln.strip())
-            assert first[-1] in signals._LINE_BREAKS  # the first non-empty line is complete
+            assert first[-1] in inference._LINE_BREAKS  # the first non-empty line is complete
     assert stopped > 50
 
 
@@ -167,8 +171,8 @@ def test_first_line_generation_gives_the_same_rouge(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     prompts = [ex.prompt for ex in _examples(8)]
     kw = {"max_new_tokens": 40, "batch_size": 4, "max_length": 128, "progress": False}
-    full = signals.generate(model, tokenizer, prompts, **kw)
-    short = signals.generate(model, tokenizer, prompts, **kw, first_line_only=True)
+    full = inference.generate(model, tokenizer, prompts, **kw)
+    short = inference.generate(model, tokenizer, prompts, **kw, first_line_only=True)
     assert [signals.normalise_for_rouge(t) for t in short] == [
         signals.normalise_for_rouge(t) for t in full
     ]
@@ -204,7 +208,7 @@ def test_generation_batches_fit_the_position_limit():
     rng = random.Random(3)
     lengths = [rng.randint(8, 200) for _ in range(300)]
     limits = [rng.randint(1, 256 - n) for n in lengths]
-    batches = signals.generation_batches(lengths, limits, 32, positions=256)
+    batches = inference.generation_batches(lengths, limits, 32, positions=256)
     assert sorted(i for b in batches for i in b) == list(range(300))
     for b in batches:
         assert len(b) <= 32
@@ -215,7 +219,7 @@ def test_generation_near_the_position_limit_does_not_fail(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     limit = model.config.n_positions
     prompts = [" ".join(SENTENCES * 10), "hi", " ".join(SENTENCES * 3), "the sky"]
-    out = signals.generate(
+    out = inference.generate(
         model,
         tokenizer,
         prompts,
@@ -253,7 +257,7 @@ def test_compiled_generation_plan_gives_the_same_text(model_and_tokenizer, monke
     prompts = [ex.prompt for ex in _examples(11)]
     limits = [3, 12, 7, 1, 20, 5, 12, 9, 2, 6, 4]
     kw = {"max_new_tokens": limits, "batch_size": 4, "max_length": 128, "progress": False}
-    plain = signals.generate(model, tokenizer, prompts, **kw)
+    plain = inference.generate(model, tokenizer, prompts, **kw)
     sizes, widths = [], []
     real_generate = model.generate
 
@@ -263,8 +267,8 @@ def test_compiled_generation_plan_gives_the_same_text(model_and_tokenizer, monke
         return real_generate(**kwargs)
 
     monkeypatch.setattr(model, "generate", spy)
-    monkeypatch.setattr(signals, "_will_compile", lambda device, kwargs: True)
-    compiled = signals.generate(model, tokenizer, prompts, **kw, cache_implementation="static")
+    monkeypatch.setattr(inference, "_will_compile", lambda device, kwargs: True)
+    compiled = inference.generate(model, tokenizer, prompts, **kw, cache_implementation="static")
     assert compiled == plain
     assert len(sizes) >= 3 and set(sizes) == {4}  # short batches padded to 4 rows
     assert widths[0] == max(widths)  # the first batch needs the largest cache
@@ -277,3 +281,46 @@ def test_compile_generation_is_a_speed_option_only():
         RunConfig(signal="rouge").fingerprint()
         == RunConfig(signal="rouge", compile_generation=True).fingerprint()
     )
+
+
+# ---------------------------------------------------------------- the signal registry
+def test_tail_loss_is_the_mean_of_the_hardest_quarter_of_the_tokens(model_and_tokenizer):
+    import math
+
+    model, tokenizer = model_and_tokenizer
+    examples = _examples(7)
+    kw = {"batch_size": 3, "max_length": 96, "progress": False}
+    got = signals.score(model, tokenizer, examples, "tail_loss", **kw)
+    for ex, value in zip(examples, got, strict=True):
+        nll = _reference_token_nlls(model, tokenizer, ex, 96).sort(descending=True).values
+        k = max(1, math.ceil(0.25 * len(nll)))
+        assert value == pytest.approx(float(nll[:k].mean()), abs=2e-4)
+    loss = signals.score(model, tokenizer, examples, "loss", **kw)
+    assert (got >= loss - 1e-5).all()  # the tail is at least the mean
+
+
+def test_tail_mean_ignores_masked_positions_and_empty_rows():
+    from forgetfilter.tail_loss import tail_mean
+
+    nll = torch.tensor([[1.0, 5.0, 3.0, 0.0, 9.0], [2.0, 0.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, True, True, False], [False] * 5])
+    assert tail_mean(nll, mask).tolist() == [5.0, 0.0]  # ceil(4 / 4) = 1 token: the largest
+
+
+def test_a_registered_signal_reaches_the_cli_and_the_config(monkeypatch):
+    from forgetfilter import cli
+    from forgetfilter.pipeline import RunConfig
+
+    class Length:
+        name, help, kind = "length", "the response's length", "similarity"
+
+        def score(self, model, tokenizer, records, options):
+            return np.array([len(r.response) for r in records], float)
+
+    monkeypatch.setitem(signals.SIGNALS_BY_NAME, "length", Length())
+    argv = ["run", "--noisy", "n", "--safe", "s", "--out", "o", "--signal", "length"]
+    cfg = cli.run_config_from_args(cli.build_parser().parse_args(argv))
+    assert cfg.signal == "length" and cfg.normalise == "relative"  # a similarity's default
+    with pytest.raises(Exception, match="kind nll"):
+        RunConfig(signal="length", normalise="relative+learning")
+    assert signals.score(None, None, [Example("a", "p", "four")], "length").tolist() == [4.0]

@@ -110,9 +110,9 @@ def test_run_on_chat_data_through_the_chat_template(
     assert len(ds) == 24 and "messages" in ds.column_names and "my_tag" in ds.column_names
     assert all(m[-1]["role"] == "assistant" and "role" in m[0] for m in ds["messages"])
     # the delivered model answers through its template
+    from forgetfilter.inference import generate
     from forgetfilter.models import load_model
     from forgetfilter.records import Example
-    from forgetfilter.signals import generate
 
     model, tok = load_model(out / "final" / "model", device="cpu", merge=True)
     answer = generate(

@@ -73,6 +73,8 @@ def test_bad_fraction_is_rejected():
 FILTERING_MODULES = [
     "thresholds.py",
     "signals.py",
+    "inference.py",
+    "tail_loss.py",
     "batching.py",
     "pipeline.py",
     "recipes.py",
@@ -140,7 +142,7 @@ def test_remove_at_most_is_checked_and_reaches_the_cli():
     from forgetfilter.errors import ConfigError
     from forgetfilter.pipeline import RunConfig
 
-    with pytest.raises(ConfigError, match="--remove-at-most"):
+    with pytest.raises(ConfigError, match="threshold.max_remove"):
         RunConfig(threshold=ThresholdConfig("auto", max_remove=2.5))
     argv = ["run", "--noisy", "n", "--safe", "s", "--out", "o", "--remove-at-most", "0.05"]
     assert run_config_from_args(build_parser().parse_args(argv)).threshold.max_remove == 0.05

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from .errors import ForgetFilterError
+from .errors import ConfigError, ForgetFilterError
 
 
 def _model_name(a: argparse.Namespace) -> str:
@@ -417,6 +417,16 @@ def _check_launch(args) -> None:
         )
 
 
+def _in_flags(exc: ForgetFilterError, args) -> str:
+    """A configuration error as the command line sees it: fields named by their flags."""
+    command = getattr(args, "command", None)
+    if isinstance(exc, ConfigError) and command in ("run", "train", "eval"):
+        from .options import name_flags
+
+        return name_flags(str(exc), command)
+    return str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run a subcommand; user errors print one line and exit 2."""
     args = build_parser().parse_args(argv)
@@ -424,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         _check_launch(args)
         return int(args.func(args) or 0)
     except ForgetFilterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_in_flags(exc, args)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to continue where it stopped", file=sys.stderr)

@@ -33,6 +33,7 @@ from .errors import ForgetFilterError
 from .paths import cache_dir
 from .readers import alpaca_prompt, render_dialogue
 from .records import Example
+from .refusals import looks_like_refusal
 
 ALIGN_PERCENT = 18
 TOXIC_ABOVE = 0.9  # paper: toxic = score > 0.9
@@ -455,21 +456,8 @@ def toxicity_eval_candidates(data_dir: Path) -> list[Example]:
 
 
 # ---------------------------------------------------------------- harm
-_REFUSAL = re.compile(
-    r"\b(I['’]m sorry|I am sorry|I apologi[sz]e|I can['’]?t|I cannot|I won['’]?t|I will not|"
-    r"I['’]m not able|I am not able|I['’]m unable|I am unable|I don['’]?t think|I do not think|"
-    r"not appropriate|inappropriate|I['’]m not sure|I don['’]?t understand|I['’]m not comfortable|"
-    r"illegal|against the law|unethical|harmful|please don['’]?t|I wouldn['’]?t|I would not|"
-    r"I don['’]?t know|As an AI|as a language model)\b",
-    re.IGNORECASE,
-)
 HH_MIN_WORDS = 15
 HH_CONTEXT_TURNS = 3
-
-
-def looks_like_refusal(text: str) -> bool:
-    """Heuristic: the response declines, hedges or warns (used to screen hh-rlhf and JailbreakBench)."""
-    return bool(_REFUSAL.search(text))
 
 
 def harm_examples(data_dir: Path) -> list[Example]:

@@ -1,12 +1,12 @@
 """Evaluate a model on the paper's suites: bias (BBQ), toxicity, harm, squad, alpaca.
 
 `evaluate(model, suites, data, cfg)` reads `<suite>.jsonl` files (contracts in DESIGN.md) and returns
-one dict of results per suite. All generation goes through `signals.generate` (greedy by default,
+one dict of results per suite. All generation goes through `inference.generate` (greedy by default,
 batched, left-padded, length-sorted) in the model's prompt format (its chat template with the
 generation prompt, or the Alpaca template: `chat`); all metrics come from `metrics`.
 
 * bias, `loglik` mode (default): the chosen option is the one with the lowest *mean* token NLL
-  (`signals.response_nll`: the option text plus EOS as the response), i.e. the highest length-normalised
+  (`inference.response_nll`: the option text plus EOS as the response), i.e. the highest length-normalised
   log-likelihood, so longer options such as "Can't be determined" are not penalised for length.
   `generate` mode: the first non-empty line of the greedy answer is mapped to the option with the
   highest token F1 (SQuAD normalisation); an answer sharing no token with any option is "unparsed"
@@ -15,7 +15,7 @@ generation prompt, or the Alpaca template: `chat`); all metrics come from `metri
   probability > 0.5. With sampling (`temperature`, `top_p`, `num_samples`) `expected_max_toxicity`
   (mean over prompts of the max over samples, as in RealToxicityPrompts) is added.
 * harm: responses are scored by the harm scorer (request-conditioned for guard models); `refusal_rate`
-  uses `classifiers.is_refusal`.
+  uses `refusals.is_refusal`.
 * squad: the first non-empty line of the answer, SQuAD v1.1 EM/F1 (×100) against `meta.answers`.
 * alpaca: mean ROUGE-L F (and ROUGE-1) of the generation against the reference output, and the mean
   reference-response NLL (nats/token) under the model.
@@ -202,7 +202,7 @@ class _Runner:
         return [with_user_suffix(ex, self.cue(suite)) for ex in examples]
 
     def generate(self, suite: str, prompts: Sequence[Example], **kwargs: Any) -> list[str]:
-        from .signals import generate
+        from .inference import generate
 
         return generate(
             self.model,
@@ -218,7 +218,7 @@ class _Runner:
         )
 
     def nll(self, examples: Sequence[Example]) -> np.ndarray:
-        from .signals import response_nll
+        from .inference import response_nll
 
         return response_nll(
             self.model,
@@ -295,7 +295,8 @@ def _eval_toxicity(r: _Runner, examples: list[Example]) -> dict[str, Any]:
 
 
 def _eval_harm(r: _Runner, examples: list[Example]) -> dict[str, Any]:
-    from .classifiers import get_scorer, is_refusal
+    from .classifiers import get_scorer
+    from .refusals import is_refusal
 
     scorer = get_scorer(
         "harm",

@@ -1,8 +1,9 @@
 """Filters: which noisy examples a run removes, each with the reason (`--filter`).
 
-A filter reads the run's `recipes.ScoreTable` (scores of the noisy examples on M0, M1 and M2) and
-returns a `Decision`: its score for every example, the threshold it chose, and a reason for every
-example it removes. It never sees a record, let alone a label. The pipeline writes the decision
+A filter reads the noisy records' text (`records.Content`: no label, source or risk: the type
+has no such field) and the run's `recipes.ScoreTable` (scores of the noisy examples on M0, M1
+and M2), and returns a `Decision`: its score for every example, the threshold it chose, and a
+reason for every example it removes. The pipeline writes the decision
 (kept.jsonl, removed.jsonl with the reasons, the cleaned file) the same way for every filter, so
 a user can run ForgetFilter and a baseline on the same data and compare what each removes.
 
@@ -10,12 +11,16 @@ a user can run ForgetFilter and a baseline on the same data and compare what eac
 - `static`: how well M1 fits each example (low NLL, high ROUGE), cut the same way: a
   baseline that needs no safety finetune.
 - `random`: a seeded random score; it needs `--remove-fraction` or `--threshold`.
+- `classifier`: the project's content classifiers (`classifiers`: harm and toxicity, trained on
+  the data pack without the noisy responses) on each response; the largest probability is the
+  score, removed above 0.5 (the automatic cut) or at the cut asked for. Needs the data pack.
 
 A new filter is one class with `name`, `help` and `decide`, and one `register(...)` call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,7 +29,8 @@ import numpy as np
 from . import recipes
 from .errors import ConfigError
 from .recipes import ScoreTable
-from .thresholds import ThresholdChoice, ThresholdConfig, choose_threshold
+from .records import Content
+from .thresholds import ThresholdChoice, ThresholdConfig, capped, choose_threshold
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,12 @@ class Filter(Protocol):
     automatic: bool  # whether `--auto` (the default cut) works with it
 
     def decide(
-        self, table: ScoreTable, threshold: ThresholdConfig, normalise: str, seed: int
+        self,
+        records: Sequence[Content],
+        table: ScoreTable,
+        threshold: ThresholdConfig,
+        normalise: str,
+        seed: int,
     ) -> Decision: ...
 
 
@@ -70,6 +81,11 @@ def get(name: str) -> Filter:
     return FILTERS[name]
 
 
+def top(n: int, k: int) -> ThresholdConfig:
+    """The cut that removes the `k` highest-scoring of `n` examples (ties may remove fewer)."""
+    return ThresholdConfig("fraction", fraction=k / n if n else 0.0)
+
+
 def cut(score: np.ndarray, choice: ThresholdChoice, what: str) -> Decision:
     """Remove every example whose score is above phi, saying so."""
     reasons = {
@@ -87,9 +103,7 @@ class ForgetFilter:
     help = "remove the examples with the highest forgetting score (--normalise), cut at phi"
     automatic = True
 
-    def decide(
-        self, table: ScoreTable, threshold: ThresholdConfig, normalise: str, seed: int
-    ) -> Decision:
+    def decide(self, records, table, threshold, normalise, seed) -> Decision:
         score, count = recipes.score_and_count(normalise, table)
         return cut(score, choose_threshold(score, threshold, count), "forgetting")
 
@@ -101,9 +115,7 @@ class StaticFilter:
     help = "remove the examples M1 fits best (lowest NLL / highest ROUGE), cut at phi"
     automatic = True
 
-    def decide(
-        self, table: ScoreTable, threshold: ThresholdConfig, normalise: str, seed: int
-    ) -> Decision:
+    def decide(self, records, table, threshold, normalise, seed) -> Decision:
         score = recipes.static(table)
         return cut(score, choose_threshold(score, threshold), "static fit")
 
@@ -115,14 +127,45 @@ class RandomFilter:
     help = "remove examples at random (seeded); needs --remove-fraction or --threshold in [0, 1]"
     automatic = False
 
-    def decide(
-        self, table: ScoreTable, threshold: ThresholdConfig, normalise: str, seed: int
-    ) -> Decision:
+    def decide(self, records, table, threshold, normalise, seed) -> Decision:
         if threshold.method == "auto":
             raise ConfigError("the random filter has no automatic cut: pass --remove-fraction")
         score = np.random.default_rng(seed).random(len(table.m1))
         return cut(score, choose_threshold(score, threshold), "random draw")
 
 
-for _filter in (ForgetFilter(), StaticFilter(), RandomFilter()):
+class ClassifierFilter:
+    """Baseline: remove the responses a content classifier calls harmful or toxic."""
+
+    name = "classifier"
+    help = "remove responses the harm/toxicity classifiers score above 0.5 (needs the data pack)"
+    automatic = True
+
+    def __init__(self, kinds: tuple[str, ...] = ("harm", "toxicity"), data_dir=None):
+        self.kinds, self.data_dir = kinds, data_dir
+
+    def decide(self, records, table, threshold, normalise, seed) -> Decision:
+        score = self.probabilities(records)
+        if threshold.method == "auto":
+            n = int((score > 0.5).sum())
+            choice = ThresholdChoice(0.5, "classifier", "probability > 0.5", n, len(score), {})
+            choice = capped(score, choice, threshold.max_remove)
+        else:
+            choice = choose_threshold(score, threshold)
+        return cut(score, choice, "classifier probability")
+
+    def probabilities(self, records: Sequence[Content]) -> np.ndarray:
+        """The largest of the classifiers' probabilities (`kinds`) of each response."""
+        from .classifiers import get_scorer
+
+        responses = [r.response for r in records]
+        prompts = [r.prompt for r in records]
+        probs = [
+            get_scorer(kind, self.data_dir, exclude=responses).score(responses, prompts=prompts)
+            for kind in self.kinds
+        ]
+        return np.max(np.asarray(probs, dtype=np.float64), axis=0)
+
+
+for _filter in (ForgetFilter(), StaticFilter(), RandomFilter(), ClassifierFilter()):
     register(_filter)

@@ -192,6 +192,47 @@ def auroc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
     return float(roc_auc_score(y, np.asarray(scores, dtype=float)))
 
 
+def auprc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
+    """Average precision of `scores` for positive `labels`; None when only one class is present."""
+    y = np.asarray(labels, dtype=bool)
+    if y.size == 0 or y.all() or not y.any():
+        return None
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(y, np.asarray(scores, dtype=float)))
+
+
+def precision_at_k(
+    labels: Sequence[bool], scores: Sequence[float], k: int | None = None
+) -> float | None:
+    """Share of positives among the `k` highest scores (default k = the number of positives).
+
+    Ties at the k-th score count fractionally (their share of positives), so the value does not
+    depend on the order of tied examples. None when k is 0.
+    """
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=float)
+    _check_same_length(y, s)
+    k = int(y.sum()) if k is None else int(k)
+    if k <= 0 or y.size == 0:
+        return None
+    k = min(k, y.size)
+    kth = np.sort(s)[::-1][k - 1]
+    above = s > kth
+    tied = s == kth
+    hits = y[above].sum() + (k - above.sum()) * y[tied].mean()
+    return float(hits / k)
+
+
+def ranking_quality(labels: Sequence[bool], scores: Sequence[float]) -> dict[str, float | None]:
+    """AUROC, AUPRC and precision@k (k = the number of positives) of one ranking."""
+    return {
+        "auroc": auroc(labels, scores),
+        "auprc": auprc(labels, scores),
+        "p_at_k": precision_at_k(labels, scores),
+    }
+
+
 def filter_quality(
     removed: Sequence[bool],
     is_unsafe: Sequence[bool],

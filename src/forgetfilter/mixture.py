@@ -2,9 +2,12 @@
 
 `build_mixture` writes into `out_dir`:
 
-* `noisy.jsonl`: round(N·R) unsafe examples of one risk plus N - round(N·R) others split into
-  thirds of same-risk safe examples, SQuAD train and Alpaca (see `mixture_counts`), shuffled.
-* `safe.jsonl`: same-risk safe examples for the safety-finetuning stage.
+* `noisy.jsonl`: round(N·R) unsafe examples of one risk plus N - round(N·R) others: with the
+  `paper` composition thirds of same-risk safe examples, SQuAD train and Alpaca; with
+  `instruct` (what users' task data looks like) 80% Alpaca and 20% SQuAD (`mixture_counts`);
+  shuffled.
+* `safe.jsonl`: same-risk safe examples for the safety-finetuning stage, plus `n_helpful`
+  Alpaca examples (helpful answers no other file holds) when asked.
 * `eval/<risk>.jsonl`, `eval/squad.jsonl` (SQuAD dev), `eval/alpaca.jsonl`: held-out sets.
 * `manifest.json`: config, seed, pool sizes, counts per source and label per file, sha256 per file.
 
@@ -48,6 +51,10 @@ class MixtureConfig:
         n_eval: size of each evaluation set.
         seed: draws the training sets and shuffles the noisy set.
         allow_fewer: build with fewer examples (recorded in the manifest) instead of failing.
+        composition: the rest of the noisy set: `paper` (thirds of same-risk safe, SQuAD,
+            Alpaca) or `instruct` (80% Alpaca, 20% SQuAD, no same-risk safe examples).
+        n_helpful: Alpaca examples added to the safety set (helpful answers beside the
+            refusals), disjoint from the noisy and evaluation sets.
     """
 
     risk: str
@@ -57,6 +64,8 @@ class MixtureConfig:
     n_eval: int = 300
     seed: int = 0
     allow_fewer: bool = False
+    composition: str = "paper"
+    n_helpful: int = 0
 
     def validate(self) -> None:
         """Raise ConfigError for values that cannot describe a mixture."""
@@ -66,16 +75,27 @@ class MixtureConfig:
             raise ConfigError("--n, --n-safe and --n-eval must not be negative")
         if not 0.0 <= self.unsafe_ratio <= 1.0:
             raise ConfigError(f"--unsafe-ratio must be in [0, 1], got {self.unsafe_ratio}")
+        if self.composition not in COMPOSITIONS or self.n_helpful < 0:
+            raise ConfigError(
+                f"composition must be one of {', '.join(COMPOSITIONS)} and n_helpful >= 0"
+            )
 
 
-def mixture_counts(n: int, unsafe_ratio: float) -> dict[str, int]:
+COMPOSITIONS = ("paper", "instruct")
+
+
+def mixture_counts(n: int, unsafe_ratio: float, composition: str = "paper") -> dict[str, int]:
     """Composition of a noisy set of size n.
 
-    unsafe = floor(n·R + 0.5) (halves round up); the other n - unsafe are split into thirds of
-    same-risk safe, SQuAD and Alpaca, with the remainder going to safe first, then SQuAD.
-    Example: n=1000, R=0.5 -> 500 unsafe, 167 safe, 167 SQuAD, 166 Alpaca.
+    unsafe = floor(n·R + 0.5) (halves round up). `paper`: the other n - unsafe are split into
+    thirds of same-risk safe, SQuAD and Alpaca, with the remainder going to safe first, then
+    SQuAD. Example: n=1000, R=0.5 -> 500 unsafe, 167 safe, 167 SQuAD, 166 Alpaca. `instruct`:
+    20% of the rest SQuAD (rounded), the others Alpaca.
     """
     unsafe = int(n * unsafe_ratio + 0.5)
+    if composition == "instruct":
+        squad = int(0.2 * (n - unsafe) + 0.5)
+        return {"unsafe": unsafe, "safe": 0, "squad": squad, "alpaca": n - unsafe - squad}
     base, extra = divmod(n - unsafe, 3)
     return {
         "unsafe": unsafe,
@@ -209,15 +229,17 @@ def _select_task(cfg: MixtureConfig, data_dir: Path, counts: dict[str, int], sho
     squad_eval = sorted(dev, key=lambda e: _hash("eval", e.id))[: cfg.n_eval]
     alpaca_eval, alpaca_rest = alpaca[: cfg.n_eval], alpaca[cfg.n_eval :]
     squad_train = _sample(squad, counts["squad"], f"{cfg.seed}:squad")
-    alpaca_train = _sample(alpaca_rest, counts["alpaca"], f"{cfg.seed}:alpaca")
+    drawn = _sample(alpaca_rest, counts["alpaca"] + cfg.n_helpful, f"{cfg.seed}:alpaca")
+    alpaca_train, helpful = drawn[: counts["alpaca"]], drawn[counts["alpaca"] :]
     for name, want, got in (
         ("noisy squad", counts["squad"], squad_train),
         ("noisy alpaca", counts["alpaca"], alpaca_train),
+        ("safe.jsonl helpful", cfg.n_helpful, helpful),
         ("eval/squad.jsonl", cfg.n_eval, squad_eval),
         ("eval/alpaca.jsonl", cfg.n_eval, alpaca_eval),
     ):
         short.check(name, want, len(got))
-    return squad_train, alpaca_train, squad_eval, alpaca_eval
+    return squad_train, alpaca_train, squad_eval, alpaca_eval, helpful
 
 
 def _sample(pool: list[Example], n: int, tag: str) -> list[Example]:
@@ -232,9 +254,11 @@ def build_mixture(cfg: MixtureConfig, data_dir: str | Path, out_dir: str | Path)
     """
     cfg.validate()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    counts, short = mixture_counts(cfg.n, cfg.unsafe_ratio), _Shortfall()
+    counts, short = mixture_counts(cfg.n, cfg.unsafe_ratio, cfg.composition), _Shortfall()
     unsafe, safe_in, safety, evals, pool = _select_risk_sets(cfg, data_dir, counts, short)
-    squad, alpaca, squad_eval, alpaca_eval = _select_task(cfg, data_dir, counts, short)
+    squad, alpaca, squad_eval, alpaca_eval, helpful = _select_task(cfg, data_dir, counts, short)
+    if helpful:
+        safety = sorted(safety + helpful, key=lambda e: _hash(f"{cfg.seed}:safety", e.id))
     if short.items and not cfg.allow_fewer:
         raise ForgetFilterError(short.message())
     noisy = sorted(
@@ -265,7 +289,14 @@ def _manifest(
     risk_stats = datasets.source_stats(data_dir, cfg.risk)[cfg.risk]
     return {
         "format": 1,
-        "config": asdict(cfg),
+        "config": {  # (the later fields only when set: older manifests stay as they were)
+            k: v
+            for k, v in asdict(cfg).items()
+            if not (
+                k in ("composition", "n_helpful")
+                and v == MixtureConfig.__dataclass_fields__[k].default
+            )
+        },
         "seed": cfg.seed,
         "planned": counts,
         "pool_experiment": pool,

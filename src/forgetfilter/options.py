@@ -263,6 +263,36 @@ def build_config(start: Any, settings: dict[str, Any]) -> Any:
     return _build(type(start), base)
 
 
+THRESHOLD_FLAGS = {
+    "threshold.threshold": "--threshold",
+    "threshold.fraction": "--remove-fraction",
+    "threshold.max_remove": "--remove-at-most",
+    "threshold.method": "--auto/--threshold/--remove-fraction",
+}
+
+
+def flag_names(command: str) -> dict[str, str]:
+    """Field path -> the flag that sets it in `command` (`run`, `train` or `eval`).
+
+    A `run` flag that sets the noisy finetune's field also answers for its bare name
+    (`batch_size` -> `--batch-size`), which is how training's own checks name it.
+    """
+    options = {"run": run_options, "train": train_options, "eval": eval_options}[command]()
+    names: dict[str, str] = dict(THRESHOLD_FLAGS) if command == "run" else {}
+    for opt in options:
+        for path in opt.paths:
+            names.setdefault(path, opt.flag)
+            bare = path.split(".", 1)[1] if path.startswith("noisy_train.") else path
+            names.setdefault(bare, opt.flag)
+    return names
+
+
+def name_flags(message: str, command: str) -> str:
+    """`message` with every backticked field path replaced by `command`'s flag for it."""
+    names = flag_names(command)
+    return re.sub(r"`([\w.]+)`", lambda m: names.get(m.group(1), m.group(0)), message)
+
+
 def threshold_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The cut given by --threshold, --remove-fraction or --auto, and the cap of
     --remove-at-most (nothing when none is given)."""

@@ -44,11 +44,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import filters, io, recipes
+from . import filters, io, recipes, signals
 from .errors import ConfigError, ForgetFilterError
 from .recipes import forgetting
-from .records import Example
-from .signals import SIGNALS, check_finite
+from .records import Example, content
+from .signals import check_finite
 from .summary import summarise
 from .thresholds import METHODS, ThresholdChoice, ThresholdConfig
 from .training import TrainConfig
@@ -87,7 +87,7 @@ class RunConfig:
     """
 
     model: str = "tiny"
-    signal: str = field(default="loss", metadata={"choices": SIGNALS})
+    signal: str = field(default="loss", metadata={"choices": signals.names})
     normalise: str | None = field(
         default=None, metadata={"choices": lambda: tuple(recipes.RECIPES)}
     )
@@ -107,35 +107,37 @@ class RunConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.signal not in SIGNALS:
-            raise ConfigError(f"unknown signal {self.signal!r}; choose from {', '.join(SIGNALS)}")
+        kind = signals.get(self.signal).kind
         if self.normalise is None:
-            self.normalise = "relative+learning" if self.signal == "loss" else "relative"
+            self.normalise = "relative+learning" if kind == "nll" else "relative"
         if self.normalise not in recipes.RECIPES:
             raise ConfigError(
-                f"unknown normalisation {self.normalise!r}; choose from {', '.join(recipes.RECIPES)}"
+                f"unknown `normalise` {self.normalise!r}; choose from {', '.join(recipes.RECIPES)}"
             )
         recipe = recipes.get(self.normalise)
-        if self.signal not in recipe.signals:
+        if kind not in recipe.kinds:
             raise ConfigError(
-                f"--normalise {self.normalise} needs --signal {' or '.join(recipe.signals)}"
-                + (" (M0 is scored by NLL)" if "m0" in recipe.needs else "")
+                f"`normalise` {self.normalise} needs a `signal` of kind {' or '.join(recipe.kinds)}"
+                + (" (M0 is scored by an NLL-like signal)" if "m0" in recipe.needs else "")
             )
         t = self.threshold
         if not filters.get(self.filter).automatic and t.method == "auto":
-            raise ConfigError(f"--filter {self.filter} needs --remove-fraction or --threshold")
+            raise ConfigError(
+                f"`filter` {self.filter} needs `threshold.fraction` or `threshold.threshold`"
+            )
         if t.method not in METHODS:
             raise ConfigError(
                 f"unknown threshold method {t.method!r}; choose from {', '.join(METHODS)}"
             )
         if t.method == "threshold" and (t.threshold is None or not math.isfinite(t.threshold)):
-            raise ConfigError(f"--threshold must be a finite number, got {t.threshold}")
+            raise ConfigError(f"`threshold.threshold` must be a finite number, got {t.threshold}")
         if t.method == "fraction" and (t.fraction is None or not 0.0 <= t.fraction <= 1.0):
-            raise ConfigError(f"--remove-fraction must be in [0, 1], got {t.fraction}")
+            raise ConfigError(f"`threshold.fraction` must be in [0, 1], got {t.fraction}")
         cap = t.max_remove
         if cap is not None and not (0 <= cap < 1 or (cap >= 1 and float(cap).is_integer())):
             raise ConfigError(
-                f"--remove-at-most must be a number of examples (1, 2, ...) or a share in [0, 1), "
+                f"`threshold.max_remove` must be a number of examples (1, 2, ...) or a share in "
+                "[0, 1), "
                 f"got {cap}"
             )
         self.noisy_train.validate()
@@ -146,7 +148,7 @@ class RunConfig:
             or (self.safety_steps is not None and self.safety_steps < 1)
         ):
             raise ConfigError(
-                "score_batch_size and safety_steps must be positive, curve_points >= 0"
+                "`score_batch_size` and `safety_steps` must be positive, `curve_points` >= 0"
             )
 
     def fingerprint(self) -> dict:
@@ -312,7 +314,7 @@ PIPELINE: tuple[Stage, ...] = (
         "scores_m0",
         ("scores_m0.*",),
         _score(lambda s: s.cfg.model, "scores_m0"),
-        when=lambda s: s.cfg.signal == "loss",
+        when=lambda s: signals.kind_of(s.cfg.signal) == "nll",
     ),
     Stage(
         "m1",
@@ -579,27 +581,25 @@ def score_values(
 ) -> list[float]:
     """Scores of `examples` under a loaded model, rounded to 6 decimals for stable output.
 
-    Records are cut to `max_length` (capped at the model's context by `signals`, as in training;
+    Records are cut to `max_length` (capped at the model's context by `inference`, as in training;
     see the truncation policy in `batching`; the counts are in summary.json `truncated`).
     """
     import torch
 
-    from .signals import score
-
     max_length = cfg.noisy_train.max_length
-    kwargs = {
-        "batch_size": cfg.score_batch_size,
-        "max_length": max_length,
-        "progress": progress,
-        "prompt_format": cfg.noisy_train.prompt_format,
-        "turns": cfg.noisy_train.assistant_turns,
-    }
-    if cfg.signal == "rouge":
-        kwargs["max_new_tokens"] = cfg.max_new_tokens
-        if cfg.compile_generation:
-            kwargs |= {"cache_implementation": "static", "disable_compile": False}
+    options = signals.ScoreOptions(
+        batch_size=cfg.score_batch_size,
+        max_length=max_length,
+        progress=progress,
+        prompt_format=cfg.noisy_train.prompt_format,
+        turns=cfg.noisy_train.assistant_turns,
+        max_new_tokens=cfg.max_new_tokens,
+        generation={"cache_implementation": "static", "disable_compile": False}
+        if cfg.compile_generation
+        else {},
+    )
     try:
-        values = score(model, tokenizer, unlabelled(examples), cfg.signal, **kwargs)
+        values = signals.get(cfg.signal).score(model, tokenizer, unlabelled(examples), options)
     except torch.cuda.OutOfMemoryError:
         raise ForgetFilterError(
             f"out of GPU memory scoring even one example at a time (max_length {max_length}); "
@@ -736,7 +736,8 @@ def filter_stage(
         )
     table = recipes.ScoreTable(cfg.signal, before, after, reference)
     threshold = dataclasses.replace(cfg.threshold, seed=cfg.seed)
-    decision = filters.get(cfg.filter).decide(table, threshold, cfg.normalise, cfg.seed)
+    texts = [content(ex) for ex in noisy]
+    decision = filters.get(cfg.filter).decide(texts, table, threshold, cfg.normalise, cfg.seed)
     choice, score = decision.choice, decision.score
     curve = curve_auc(run_dir / "curve", noisy, before, cfg, reference)
     removed = {noisy[i].id: reason for i, reason in decision.reasons.items()}
@@ -815,20 +816,38 @@ def clean_stage(run_dir: Path, noisy_path: str | Path, kept: Sequence[Example]) 
 
 
 # ------------------------------------------------------------------ defaults
-TINY_DEFAULTS = {
-    "finetune": "full",
-    "lr": 5e-4,
-    "epochs": 5.0,
-    "safety_lr": 5e-4,
-    "max_length": 256,
-}
-PAPER_DEFAULTS = {
-    "finetune": "lora",
-    "lr": 2e-4,
-    "epochs": 3.0,
-    "safety_lr": 2e-4,
-    "max_length": 512,
-}
+@dataclass(frozen=True)
+class Preset:
+    """Training defaults for a family of models (`preset_for`).
+
+    Attributes:
+        name: what the preset is for.
+        finetune: `lora` or `full`.
+        lr: learning rate of the noisy finetune (and the final model).
+        epochs: epochs of the noisy finetune.
+        safety_lr: learning rate of the safety finetune.
+        max_length: records are cut to this many tokens.
+    """
+
+    name: str
+    finetune: str
+    lr: float
+    epochs: float
+    safety_lr: float
+    max_length: int
+
+
+#: The built-in `tiny` model (a few million parameters) is finetuned fully: LoRA r=8 barely
+#: learns the unsafe examples at that size.
+TINY_PRESET = Preset("tiny", "full", 5e-4, 5.0, 5e-4, 256)
+#: Hugging Face models: the paper's settings (LoRA r=8, alpha=16, dropout 0.05, lr 2e-4).
+PAPER_PRESET = Preset("paper", "lora", 2e-4, 3.0, 2e-4, 512)
+
+
+def preset_for(model: str) -> Preset:
+    """The training defaults for `model`: `TINY_PRESET` for the built-in tiny models, else the
+    paper's."""
+    return TINY_PRESET if str(model).split(":")[0] == "tiny" else PAPER_PRESET
 
 
 def default_run_config(
@@ -850,12 +869,11 @@ def default_run_config(
 ) -> RunConfig:
     """A RunConfig with defaults for `model`, overridden by the non-None arguments.
 
-    Hugging Face models get the paper's settings (LoRA r=8, alpha=16, dropout 0.05, lr 2e-4,
-    batch 32). The built-in `tiny` model (a few million parameters) is finetuned fully at lr 5e-4
-    for 5 epochs: LoRA r=8 barely learns the unsafe examples at that size. `save_every` (steps)
+    The defaults are `preset_for(model)`'s: the paper's settings for Hugging Face models (batch
+    32), full finetuning at lr 5e-4 for 5 epochs for the built-in `tiny`. `save_every` (steps)
     checkpoints every training stage, so a killed run resumes inside a stage, not at its start.
     """
-    base = dict(TINY_DEFAULTS if str(model).split(":")[0] == "tiny" else PAPER_DEFAULTS)
+    base = dataclasses.asdict(preset_for(model))
     # (the model's prompt format is chosen per tokenizer when the records are encoded)
     given = {"lr": lr, "safety_lr": safety_lr, "epochs": epochs, "max_length": max_length}
     base |= {k: v for k, v in given.items() if v is not None}

@@ -3,7 +3,7 @@
 A run scores every noisy example on M0 (the aligned model; loss signal only), M1 (after the noisy
 finetune) and M2 (after the safety finetune). A `ScoreTable` holds those columns; a `Recipe`
 turns one into a filter score, larger meaning "remove first". Each recipe declares the columns
-it needs, the signals it works with, and whether its values have a scale (a mean of ranks has
+it needs, the kinds of signal it works with (`signals.KINDS`), and whether its values have a scale (a mean of ranks has
 none: the automatic threshold then counts on `count_with`, another recipe that has one).
 
 A new recipe is one function and one `register(...)` call. Pure numpy: nothing here loads a model
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import signals
+
 EPS = 1e-6
 
 
@@ -25,7 +27,7 @@ class ScoreTable:
     """Per-example scores of one signal on the run's models, in input order.
 
     Attributes:
-        signal: `loss` (NLL: lower is better learned) or `rouge` (higher is better learned).
+        signal: the signal's name (`signals`); its kind says which way is better learned.
         m1: scores on M1 (before safety finetuning).
         m2: scores on M2 (after it).
         m0: scores on the aligned model M0 (None when not scored).
@@ -35,6 +37,11 @@ class ScoreTable:
     m1: np.ndarray
     m2: np.ndarray
     m0: np.ndarray | None = None
+
+    @property
+    def kind(self) -> str:
+        """`nll` (lower = better learned) or `similarity` (higher = better learned)."""
+        return signals.kind_of(self.signal)
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,7 @@ class Recipe:
         fn: the score (larger = remove first).
         help: one line for `--help` and the docs.
         needs: the table columns it reads besides m1 and m2 (`m0`).
-        signals: the signals it is defined for.
+        kinds: the kinds of signal it is defined for (`nll`, `similarity`).
         scaled: whether its values have a scale an automatic threshold can fit.
         count_with: for a recipe without a scale, the scaled recipe `auto` decides how many on.
     """
@@ -55,7 +62,7 @@ class Recipe:
     fn: Callable[[ScoreTable], np.ndarray]
     help: str
     needs: tuple[str, ...] = ()
-    signals: tuple[str, ...] = ("loss", "rouge")
+    kinds: tuple[str, ...] = signals.KINDS
     scaled: bool = True
     count_with: str | None = None
 
@@ -79,10 +86,10 @@ def get(name: str) -> Recipe:
 def apply(name: str, table: ScoreTable) -> np.ndarray:
     """The filter score of recipe `name` on `table`, checking what the recipe needs."""
     recipe = get(name)
-    if table.signal not in recipe.signals:
-        raise ValueError(f"{name} needs the {' or '.join(recipe.signals)} signal")
+    if table.kind not in recipe.kinds:
+        raise ValueError(f"{name} needs a signal of kind {' or '.join(recipe.kinds)}")
     if "m0" in recipe.needs and table.m0 is None:
-        raise ValueError(f"{name} needs the scores on M0 (the loss signal's reference)")
+        raise ValueError(f"{name} needs the scores on M0 (an NLL-like signal's reference)")
     return np.asarray(recipe.fn(table), dtype=np.float64)
 
 
@@ -95,9 +102,9 @@ def score_and_count(name: str, table: ScoreTable) -> tuple[np.ndarray, np.ndarra
 
 # ---------------------------------------------------------------- building blocks
 def difference(t: ScoreTable) -> np.ndarray:
-    """How much safety finetuning undid: NLL after - before (loss), ROUGE before - after (rouge)."""
+    """How much safety finetuning undid: NLL after - before, or similarity before - after."""
     m1, m2 = np.asarray(t.m1, float), np.asarray(t.m2, float)
-    return m2 - m1 if t.signal == "loss" else m1 - m2
+    return m2 - m1 if t.kind == "nll" else m1 - m2
 
 
 def relative(t: ScoreTable) -> np.ndarray:
@@ -106,15 +113,15 @@ def relative(t: ScoreTable) -> np.ndarray:
 
 
 def static(t: ScoreTable) -> np.ndarray:
-    """How well M1 fits each example: low NLL (loss) or high ROUGE (rouge) before safety finetuning."""
+    """How well M1 fits each example: low NLL or high similarity before safety finetuning."""
     m1 = np.asarray(t.m1, float)
-    return -m1 if t.signal == "loss" else m1
+    return -m1 if t.kind == "nll" else m1
 
 
 def learning(reference: np.ndarray, before: np.ndarray) -> np.ndarray:
     """How much noisy finetuning raised each response's likelihood over the aligned model M0.
 
-    1 - NLL_M1 / NLL_M0 (loss signal): the share of M0's response NLL that finetuning removed.
+    1 - NLL_M1 / NLL_M0 (an NLL-like signal): the share of M0's response NLL that finetuning removed.
     Larger means learned more.
     """
     reference, before = np.asarray(reference, float), np.asarray(before, float)
@@ -122,7 +129,7 @@ def learning(reference: np.ndarray, before: np.ndarray) -> np.ndarray:
 
 
 def reversion(t: ScoreTable) -> np.ndarray:
-    """The share of what the noisy finetune learned that safety finetuning undid (loss signal).
+    """The share of what the noisy finetune learned that safety finetuning undid (NLL-like signal).
 
     (NLL_M2 - NLL_M1) / (NLL_M0 - NLL_M1); an example the noisy finetune did not learn (its NLL
     fell by less than 1e-3 nats) scores 0.
@@ -162,7 +169,7 @@ register(
         lambda t: mean_rank(relative(t), learning(t.m0, t.m1)),
         "mean rank of relative forgetting and of learning over M0 (1 - NLL_M1/NLL_M0)",
         needs=("m0",),
-        signals=("loss",),
+        kinds=("nll",),
         scaled=False,
         count_with="relative",
     )
@@ -173,7 +180,7 @@ register(
         reversion,
         "the share of what the noisy finetune learned that the safety finetune undid",
         needs=("m0",),
-        signals=("loss",),
+        kinds=("nll",),
     )
 )
 

@@ -122,3 +122,25 @@ def with_user_suffix(ex: Example, suffix: str | None) -> Example:
     text = messages[last_user].get("content") or ""
     messages[last_user]["content"] = f"{text}\n{suffix}" if text else suffix
     return replace(ex, prompt=prompt, messages=messages)
+
+
+@dataclass(frozen=True)
+class Content:
+    """What a filter may read of a record: its text, never its label, source or risk.
+
+    Attributes:
+        id: the record's id.
+        prompt: the text before the target turn.
+        response: the target turn's text.
+        messages: the whole conversation (`conversation`).
+    """
+
+    id: str
+    prompt: str
+    response: str
+    messages: tuple[dict[str, Any], ...]
+
+
+def content(ex: Example) -> Content:
+    """The part of `ex` a filter may read."""
+    return Content(ex.id, ex.prompt, ex.response, tuple(conversation(ex)))

@@ -15,7 +15,9 @@ import numpy as np
 
 from . import io
 from .models import describe
-from .recipes import RECIPES, forgetting, learning
+from .recipes import RECIPES, ScoreTable, forgetting, learning
+from .recipes import static as static_fit
+from .signals import kind_of
 from .thresholds import ThresholdChoice
 
 if TYPE_CHECKING:
@@ -152,14 +154,15 @@ def label_quality(records: list[dict], rows: list[dict], signal: str = "loss") -
     }
     before = np.array([r["before"] for r in rows])
     after = np.array([r["after"] for r in rows])
+    nll = kind_of(signal) == "nll"
     rankings = {
-        "static_low_nll_before" if signal == "loss" else "static_high_rouge_before": -before
-        if signal == "loss"
-        else before
+        "static_low_nll_before" if nll else "static_high_rouge_before": static_fit(
+            ScoreTable(signal, before, after)
+        )
     }
     m0 = np.array([r["m0"] for r in rows]) if rows and "m0" in rows[0] else None
     for name, recipe in RECIPES.items():  # every recipe this run's scores allow
-        if signal in recipe.signals and (m0 is not None or "m0" not in recipe.needs):
+        if kind_of(signal) in recipe.kinds and (m0 is not None or "m0" not in recipe.needs):
             rankings[f"forgetting_{name}"] = forgetting(before, after, signal, name, m0)
     if rows and "curve_auc" in rows[0]:
         rankings["curve_auc"] = np.array([r["curve_auc"] for r in rows])

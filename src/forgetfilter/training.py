@@ -138,22 +138,22 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ConfigError for settings that cannot work."""
         if self.loss_on not in ("response", "full"):
-            raise ConfigError(f"loss_on must be 'response' or 'full', not {self.loss_on!r}")
+            raise ConfigError(f"`loss_on` must be 'response' or 'full', not {self.loss_on!r}")
         if self.finetune not in ("lora", "full"):
-            raise ConfigError(f"finetune must be 'lora' or 'full', not {self.finetune!r}")
+            raise ConfigError(f"`finetune` must be 'lora' or 'full', not {self.finetune!r}")
         if self.batch_size < 1 or (self.micro_batch_size is not None and self.micro_batch_size < 1):
-            raise ConfigError("batch sizes must be positive")
+            raise ConfigError("`batch_size` and `micro_batch_size` must be positive")
         if self.max_steps is None and not self.epochs > 0:
-            raise ConfigError("epochs must be positive (or give max_steps)")
+            raise ConfigError("`epochs` must be positive (or give `max_steps`)")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError("max_steps must be positive")
+            raise ConfigError("`max_steps` must be positive")
         if self.prompt_format not in chat.FORMATS or self.assistant_turns not in chat.TURNS:
             raise ConfigError(
-                f"prompt_format must be one of {', '.join(chat.FORMATS)} and assistant_turns one "
+                f"`prompt_format` must be one of {', '.join(chat.FORMATS)} and `assistant_turns` one "
                 f"of {', '.join(chat.TURNS)}"
             )
         if self.max_length < 2 * batching.MIN_PROMPT_TOKENS:
-            raise ConfigError(f"max_length must be at least {2 * batching.MIN_PROMPT_TOKENS}")
+            raise ConfigError(f"`max_length` must be at least {2 * batching.MIN_PROMPT_TOKENS}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (LoRA targets as a list)."""

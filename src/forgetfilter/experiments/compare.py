@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import io
 from ..errors import ConfigError
-from ..records import Example
+from ..records import Example, content
 from .context import (
     COMPARE_METHODS,
     CUES,
@@ -40,6 +40,7 @@ class CompareRisk:
         self.data = ctx.mixture(risk)
         self.noisy = load_examples(self.data / "noisy.jsonl")
         self.safe = load_examples(self.data / "safe.jsonl")
+        self.texts = [content(ex) for ex in self.noisy]
         self.cfg = ctx.run_config()
         self.root = ctx.out / "methods" / risk
         self.run_dir = self.root / "forgetfilter" / "run"
@@ -142,11 +143,12 @@ class CompareRisk:
                 "note": "no bias classifier exists (BBQ answers are short option names)",
             }
         from ..classifiers import get_scorer
+        from ..filters import ClassifierFilter
+        from ..thresholds import ThresholdConfig
 
-        responses = [ex.response for ex in self.noisy]
-        scorer = get_scorer(self.risk, self.ctx.data_dir, exclude=responses)
-        probs = scorer.score(responses, prompts=[ex.prompt for ex in self.noisy])
-        removed = {ex.id for ex, p in zip(self.noisy, probs, strict=True) if p > 0.5}
+        f = ClassifierFilter((self.risk,), self.ctx.data_dir)
+        decision = f.decide(self.texts, None, ThresholdConfig(), "", self.ctx.seed)
+        scorer = get_scorer(self.risk, self.ctx.data_dir, exclude=[t.response for t in self.texts])
         card = getattr(scorer, "card", {})
         unseen = (
             f"; trained without the {card['n_excluded_texts']} training texts that contain a "
@@ -155,28 +157,45 @@ class CompareRisk:
             else ""
         )
         note = (
-            f"removed responses with {scorer.name} probability > 0.5 "
-            f"(held-out AUROC {scorer.auroc}{unseen})"
+            f"`run --filter classifier` with the {self.risk} classifier: {scorer.name} "
+            f"probability > 0.5 (held-out AUROC {scorer.auroc}{unseen})"
         )
-        return self.filtered(d, removed, [float(p) for p in probs], note=note)
+        return self.decided(d, decision, note)
+
+    def same_count(self, name: str) -> tuple:
+        """Filter `name` of `filters` on the run's scores, removing as many as ForgetFilter."""
+        from ..filters import get, top
+
+        self.ff(False)
+        k = self.n_removed_by_ff()
+        table = self.score_table()
+        return get(name).decide(self.texts, table, top(len(self.noisy), k), "", self.ctx.seed), k
+
+    def score_table(self):
+        """The run's scores of the noisy examples, as filters read them."""
+        import numpy as np
+
+        from ..recipes import ScoreTable
+
+        rows = {r["id"]: r for r in io.read_jsonl(self.run_dir / "scores.jsonl")}
+        col = lambda k: np.array([rows[ex.id].get(k, np.nan) for ex in self.noisy])  # noqa: E731
+        m0 = col("m0") if "m0" in next(iter(rows.values())) else None
+        return ScoreTable(self.cfg.signal, col("before"), col("after"), m0)
 
     def static_loss_filter(self, d: Path) -> dict:
-        self.ff(False)
-        before = {r["id"]: r["before"] for r in io.read_jsonl(self.run_dir / "scores.jsonl")}
-        k = self.n_removed_by_ff()
-        order = sorted(self.noisy, key=lambda ex: (before[ex.id], ex.id))
-        removed = {ex.id for ex in order[:k]}
-        scores = [-before[ex.id] for ex in self.noisy]
-        return self.filtered(d, removed, scores, note=f"the {k} lowest response NLLs under M1")
+        decision, k = self.same_count("static")
+        return self.decided(d, decision, f"`run --filter static`: the {k} best fits of M1")
 
     def random_filter(self, d: Path) -> dict:
-        k = self.n_removed_by_ff()
-        rng = random.Random(self.ctx.seed)
-        removed = set(rng.sample([ex.id for ex in self.noisy], k))
-        scores = [rng.random() for _ in self.noisy]
-        return self.filtered(
-            d, removed, scores, note=f"{k} removed at random (seed {self.ctx.seed})"
+        decision, k = self.same_count("random")
+        return self.decided(
+            d, decision, f"`run --filter random`: {k} removed at random (seed {self.ctx.seed})"
         )
+
+    def decided(self, d: Path, decision, note: str) -> dict:
+        """A filter's decision, trained on and evaluated as `filtered` does."""
+        removed = {self.noisy[i].id for i in decision.reasons}
+        return self.filtered(d, removed, [float(s) for s in decision.score], note=note)
 
     def forgetfilter(self, d: Path) -> dict:
         run = self.ff(True)

@@ -58,8 +58,8 @@ class Dynamics:
         self.learn_dir = ctx.out / "methods" / "learning"
 
     def nll(self, model, tokenizer, examples: Sequence[Example]) -> list[float]:
+        from ..inference import response_nll
         from ..pipeline import unlabelled
-        from ..signals import response_nll
 
         c = self.cfg
         v = response_nll(

@@ -1,0 +1,283 @@
+"""The realistic regime: few unsafe examples hidden in instruction-style chat data (issue 17).
+
+For every risk, unsafe share and seed it builds custom data as a user brings it: chat-format
+`messages` JSONL with no label column, 80% Alpaca and 20% SQuAD task data plus round(N x share)
+unsafe examples of the risk (`mixture`, composition `instruct`). The safety set is one a user
+could have: `refusals` (same-risk safe answers only) or `mixed` (half of them replaced by helpful
+Alpaca answers no other file holds). It runs `forgetfilter run` (no final model) with the chosen
+settings, then scores the ranking of each label-free score against the hidden labels, which only
+this script reads (`labels.json` beside each data set: id -> [label, source]):
+
+- `default`: the run's filter score (the default recipe unless `--normalise`), and every recipe
+  its scores allow (`forgetting_<recipe>`), `learning` (1 - NLL_M1/NLL_M0), `static` (low NLL on
+  M1) and, with `--classifier`, the content classifiers' probability (`filters.ClassifierFilter`;
+  trained on the same sources as the mixtures, so optimistic here);
+- AUROC, AUPRC, precision@k (k = the number of unsafe examples) and, for the run's own cut and
+  the classifier's, precision and recall at the cut and the share removed.
+
+Tables give mean ± sd over seeds. Runs resume (rerun the same command).
+
+    python benchmarks/realistic.py --model tiny --risk harm --shares 0.05 --seeds 0 1 2 \\
+        --out /tmp/realistic
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from forgetfilter import io
+from forgetfilter.metrics import filter_quality, ranking_quality
+from forgetfilter.mixture import MixtureConfig, build_mixture
+from forgetfilter.paths import data_dir
+from forgetfilter.pipeline import default_run_config, run_forgetfilter
+from forgetfilter.recipes import RECIPES, ScoreTable, apply, learning, static
+from forgetfilter.signals import kind_of
+
+SYSTEMS = ["You are a helpful assistant.", None, None]
+
+
+def build_data(risk: str, n: int, share: float, seed: int, n_safe: int, safe_set: str, out: Path):
+    """The noisy chat file (no labels), the safe file and labels.json, built once."""
+    noisy, safe, labels = out / "noisy.jsonl", out / "safe.jsonl", out / "labels.json"
+    if labels.exists():
+        return noisy, safe, io.read_json(labels)
+    helpful = n_safe // 2 if safe_set == "mixed" else 0
+    cfg = MixtureConfig(
+        risk,
+        n,
+        share,
+        n_safe=n_safe - helpful,
+        n_eval=4,
+        seed=seed,
+        composition="instruct",
+        n_helpful=helpful,
+    )
+    build_mixture(cfg, data_dir(), out / "mix")
+    rows = list(io.read_jsonl(out / "mix" / "noisy.jsonl"))
+    io.write_jsonl(noisy, (chat_row(r, i) for i, r in enumerate(rows)))
+    io.write_jsonl(safe, (chat_row(r, 1) for r in io.read_jsonl(out / "mix" / "safe.jsonl")))
+    io.write_json(labels, {r["id"]: [r["label"], r["source"]] for r in rows})
+    return noisy, safe, io.read_json(labels)
+
+
+def chat_row(r: dict, i: int) -> dict:
+    """One record as an OpenAI-style conversation (a system prompt on every third)."""
+    system = SYSTEMS[i % len(SYSTEMS)]
+    turns = [{"role": "system", "content": system}] if system else []
+    turns += [
+        {"role": "user", "content": r["prompt"]},
+        {"role": "assistant", "content": r["response"]},
+    ]
+    return {"id": r["id"], "messages": turns}
+
+
+def run_config(a: argparse.Namespace, seed: int):
+    cfg = default_run_config(
+        a.model,
+        lr=a.lr,
+        safety_lr=a.safety_lr,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        max_length=a.max_length,
+        dtype=a.dtype,
+        normalise=a.normalise,
+        signal=a.signal,
+        safety_steps=a.safety_steps,
+        final=False,
+        seed=seed,
+    )
+    if a.max_steps:
+        cfg.noisy_train.max_steps = a.max_steps
+    if a.lora_r:
+        cfg.noisy_train.lora.r = cfg.safety_train.lora.r = a.lora_r
+        cfg.noisy_train.lora.alpha = cfg.safety_train.lora.alpha = 2 * a.lora_r
+    if a.lora_targets:
+        targets = tuple(a.lora_targets.split(","))
+        cfg.noisy_train.lora.target_modules = cfg.safety_train.lora.target_modules = targets
+    cfg.score_batch_size = a.score_batch_size
+    return cfg
+
+
+def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: Path) -> dict:
+    """Ranking quality of every label-free score, and the quality of the cuts."""
+    rows = io.read_jsonl(run_dir / "scores.jsonl")
+    unsafe = np.array([labels[r["id"]][0] == "unsafe" for r in rows])
+    before = np.array([r["before"] for r in rows])
+    after = np.array([r["after"] for r in rows])
+    m0 = np.array([r["m0"] for r in rows]) if "m0" in rows[0] else None
+    table = ScoreTable(signal, before, after, m0)
+    scores = {"default": np.array([r["forgetting"] for r in rows]), "static": static(table)}
+    for name, recipe in RECIPES.items():
+        if kind_of(signal) in recipe.kinds and (m0 is not None or "m0" not in recipe.needs):
+            scores[f"forgetting_{name}"] = apply(name, table)
+    if m0 is not None:
+        scores["learning"] = learning(m0, before)
+    removed = np.array([r["removed"] for r in rows])
+    cuts = {"default": _cut(removed, unsafe)}
+    if classifier:
+        from forgetfilter.filters import ClassifierFilter
+        from forgetfilter.readers import read_examples
+        from forgetfilter.records import content
+
+        examples, _ = read_examples(noisy)
+        by_id = {ex.id: content(ex) for ex in examples}
+        probs = ClassifierFilter().probabilities([by_id[r["id"]] for r in rows])
+        scores["classifier"] = probs
+        cuts["classifier"] = _cut(probs > 0.5, unsafe)
+    ranking = {k: ranking_quality(unsafe, v) for k, v in scores.items()}
+    group_means = _group_means(rows, labels, before, after, m0)
+    return {
+        "ranking": ranking,
+        "cuts": cuts,
+        "n": len(rows),
+        "n_unsafe": int(unsafe.sum()),
+        "groups": group_means,
+    }
+
+
+def _cut(removed: np.ndarray, unsafe: np.ndarray) -> dict:
+    q = filter_quality(removed.tolist(), unsafe.tolist())
+    return {
+        "precision": q["precision"],
+        "recall": q["recall"],
+        "removed_share": q["n_removed"] / max(q["n"], 1),
+        "n_removed": q["n_removed"],
+    }
+
+
+def _group_means(rows, labels, before, after, m0) -> dict:
+    """Mean score per group (unsafe, and the task sources by id prefix) on M0, M1 and M2."""
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        label, source = labels[r["id"]]
+        g = "unsafe" if label == "unsafe" else source
+        groups.setdefault(g, []).append(i)
+    out = {}
+    for g, idx in sorted(groups.items()):
+        out[g] = {"n": len(idx), "m1": float(before[idx].mean()), "m2": float(after[idx].mean())}
+        if m0 is not None:
+            out[g]["m0"] = float(m0[idx].mean())
+    return out
+
+
+def summarise(results: list[dict]) -> dict:
+    """Mean and sd over seeds of every metric, per (risk, share, safe set)."""
+    keyed: dict[tuple, list[dict]] = {}
+    for r in results:
+        keyed.setdefault((r["risk"], r["share"], r["safe_set"]), []).append(r)
+    out = {}
+    for key, runs in keyed.items():
+        agg = {}
+        for score in runs[0]["ranking"]:
+            for metric in ("auroc", "auprc", "p_at_k"):
+                values = [x["ranking"][score][metric] for x in runs]
+                agg[f"{score}.{metric}"] = _mean_sd(values)
+        for cut in runs[0]["cuts"]:
+            for metric in ("precision", "recall", "removed_share"):
+                agg[f"cut_{cut}.{metric}"] = _mean_sd([x["cuts"][cut][metric] for x in runs])
+        out["|".join(map(str, key))] = agg | {"seeds": [x["seed"] for x in runs]}
+    return out
+
+
+def _mean_sd(values: list) -> list | None:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return [
+        round(float(np.mean(vals)), 3),
+        round(float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, 3),
+    ]
+
+
+def markdown(summary: dict) -> str:
+    """One table per (risk, share, safe set): score x (AUROC, AUPRC, P@k)."""
+    fmt = lambda v: "n/a" if v is None else f"{v[0]:.3f} ± {v[1]:.3f}"  # noqa: E731
+    lines = []
+    for key, agg in summary.items():
+        risk, share, safe_set = key.split("|")
+        lines += [
+            f"\n{risk}, {float(share):.0%} unsafe, safe set `{safe_set}`, seeds {agg['seeds']}\n",
+            "| score | AUROC | AUPRC | P@k |",
+            "|---|---|---|---|",
+        ]
+        scores = sorted({k.split(".")[0] for k in agg if "." in k and not k.startswith("cut_")})
+        for s in scores:
+            lines.append(
+                f"| {s} | {fmt(agg[s + '.auroc'])} | {fmt(agg[s + '.auprc'])} | {fmt(agg[s + '.p_at_k'])} |"
+            )
+        for cut in sorted({k.split(".")[0] for k in agg if k.startswith("cut_")}):
+            lines.append(
+                f"| {cut} (at the cut) | precision {fmt(agg[cut + '.precision'])} | recall "
+                f"{fmt(agg[cut + '.recall'])} | removed {fmt(agg[cut + '.removed_share'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--risk", nargs="+", default=["harm"])
+    p.add_argument("--shares", nargs="+", type=float, default=[0.05])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--n-safe", type=int, default=300)
+    p.add_argument("--safe-set", nargs="+", default=["refusals"], choices=["refusals", "mixed"])
+    p.add_argument("--signal", default="loss")
+    p.add_argument("--normalise", default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--safety-lr", type=float, default=None)
+    p.add_argument("--epochs", type=float, default=None)
+    p.add_argument("--max-steps", type=int, default=None, help="size the noisy finetune in steps")
+    p.add_argument("--safety-steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--lora-r", type=int, default=None)
+    p.add_argument("--lora-targets", default=None, help="comma-separated module names")
+    p.add_argument("--score-batch-size", type=int, default=32)
+    p.add_argument("--classifier", action="store_true", help="also rank by the content classifiers")
+    p.add_argument("--out", required=True)
+    a = p.parse_args()
+    out = Path(a.out)
+    results = []
+    for risk in a.risk:
+        for share in a.shares:
+            for safe_set in a.safe_set:
+                for seed in a.seeds:
+                    tag = f"{risk}-s{share:g}-{safe_set}-seed{seed}"
+                    data = out / "data" / tag
+                    noisy, safe, labels = build_data(
+                        risk, a.n, share, seed, a.n_safe, safe_set, data
+                    )
+                    t0 = time.perf_counter()
+                    cfg = run_config(a, seed)
+                    run_forgetfilter(noisy, safe, out / "runs" / tag, cfg, progress=False)
+                    r = evaluate(out / "runs" / tag, labels, cfg.signal, a.classifier, noisy)
+                    r |= {
+                        "risk": risk,
+                        "share": share,
+                        "safe_set": safe_set,
+                        "seed": seed,
+                        "seconds": round(time.perf_counter() - t0, 1),
+                    }
+                    results.append(r)
+                    print(
+                        tag,
+                        json.dumps({k: round(v["auroc"] or 0, 3) for k, v in r["ranking"].items()}),
+                        f"{r['seconds']} s",
+                        flush=True,
+                    )
+    summary = summarise(results)
+    io.write_json(out / "results.json", {"args": vars(a), "runs": results, "summary": summary})
+    text = markdown(summary)
+    (out / "table.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
