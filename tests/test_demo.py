@@ -1,6 +1,9 @@
 """The demo's code path end to end at a reduced size (CI covers what `forgetfilter demo` runs)."""
 
+import dataclasses
 import json
+
+import pytest
 
 from forgetfilter.demo import DemoConfig, run_demo
 
@@ -22,27 +25,42 @@ def test_demo_runs_end_to_end_and_resumes(micro_model_dir, tmp_path, capsys):
     assert again["results"]["bias"]["table"] == out["results"]["bias"]["table"]
 
 
-def test_demo_outputs_made_with_other_settings_are_redone(micro_model_dir, tmp_path, capsys):
+def test_demo_outputs_made_with_other_settings_are_refused_unless_forced(micro_model_dir, tmp_path):
+    from forgetfilter.errors import ConfigError
+
     cfg = DemoConfig(risk="bias", n=40, n_safe=16, n_eval=8, model="tiny:micro", epochs=1)
     run_demo(tmp_path / "demo", cfg)
     (tmp_path / "demo" / "bias" / "stale-marker").write_text("x")
-    changed = DemoConfig(risk="bias", n=40, n_safe=16, n_eval=8, model="tiny:micro", epochs=2)
-    capsys.readouterr()
-    out = run_demo(tmp_path / "demo", changed)
-    assert "made with other settings: starting it again" in capsys.readouterr().out
+    changed = dataclasses.replace(cfg, epochs=2)
+    with pytest.raises(ConfigError, match=r"another configuration \(changed: demo.epochs, run"):
+        run_demo(tmp_path / "demo", changed)
+    assert (tmp_path / "demo" / "bias" / "stale-marker").exists()  # nothing was touched
+    out = run_demo(tmp_path / "demo", changed, force=True)
     assert not (tmp_path / "demo" / "bias" / "stale-marker").exists()
     assert out["results"]["bias"]["config"]["epochs"] == 2
 
 
-def test_demo_outputs_without_a_fingerprint_are_redone(tmp_path, capsys):
-    from forgetfilter.demo import _discard_if_changed
+def test_demo_outputs_without_a_fingerprint_are_refused_unless_forced(tmp_path):
+    from forgetfilter.demo import claim
+    from forgetfilter.errors import ConfigError
 
     old = tmp_path / "bias"
     (old / "run").mkdir(parents=True)
     (old / "results.json").write_text("{}")  # an older version's outputs: no fingerprint
-    _discard_if_changed(old, {"demo": {"n": 1}})
-    assert "starting it again" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="recorded no configuration"):
+        claim(old, {"demo": {"n": 1}}, force=False)
+    assert (old / "results.json").exists()
+    claim(old, {"demo": {"n": 1}}, force=True)
     assert not (old / "results.json").exists()
     assert json.loads((old / "demo_fingerprint.json").read_text()) == {"demo": {"n": 1}}
-    _discard_if_changed(old, {"demo": {"n": 1}})  # same settings: kept, nothing printed
-    assert capsys.readouterr().out == "" and (old / "demo_fingerprint.json").exists()
+    claim(old, {"demo": {"n": 1}}, force=False)  # same settings: kept
+    assert (old / "demo_fingerprint.json").exists()
+
+
+def test_the_cli_passes_force_to_the_demo(monkeypatch):
+    import forgetfilter.demo as demo
+    from forgetfilter.cli import main
+
+    seen = {}
+    monkeypatch.setattr(demo, "run_demo", lambda out, cfg, force: seen.update(force=force))
+    assert main(["demo", "--out", "x", "--force"]) == 0 and seen == {"force": True}

@@ -168,6 +168,9 @@ def test_rerun_skips_completed_stages_and_changed_config_is_refused(micro_model_
     with pytest.raises(ConfigError, match="safety_steps"):
         run_forgetfilter(noisy, safe, tmp_path / "run", changed)
     run_forgetfilter(noisy, safe, tmp_path / "run", changed, force=True)
+    (tmp_path / "run" / "config.json").unlink()  # work of unknown settings (an older version's)
+    with pytest.raises(ConfigError, match="recorded no configuration"):
+        run_forgetfilter(noisy, safe, tmp_path / "run", changed)
 
 
 def test_scoring_shards_are_cut_by_text_length():

@@ -353,6 +353,7 @@ def _add_experiments(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="forgetfilter-demo", help="demo directory (rerun to resume)")
     p.add_argument("--risk", choices=["bias", "toxicity", "harm", "all"], default="bias")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="discard a demo made with other settings")
     p.set_defaults(func=_cmd_demo)
 
 
@@ -387,7 +388,7 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
 def _cmd_demo(a: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
 
-    run_demo(a.out, DemoConfig(risk=a.risk, seed=a.seed))
+    run_demo(a.out, DemoConfig(risk=a.risk, seed=a.seed), force=a.force)
     return 0
 
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import io
+from . import claims, io
 from .records import RISKS
 
 
@@ -52,14 +52,19 @@ SAFETY_METRIC = {
 }
 
 
-def run_demo(out_dir: str | Path = "forgetfilter-demo", cfg: DemoConfig | None = None) -> dict:
-    """Run the demo for `cfg.risk` (or all three) and return what the report shows."""
+def run_demo(
+    out_dir: str | Path = "forgetfilter-demo", cfg: DemoConfig | None = None, force: bool = False
+) -> dict:
+    """Run the demo for `cfg.risk` (or all three) and return what the report shows.
+
+    A risk's directory made with other settings is refused unless `force` (`claims.claim`).
+    """
     cfg = cfg or DemoConfig()
     out = Path(out_dir)
     risks = list(RISKS) if cfg.risk == "all" else [cfg.risk]
     t0 = time.perf_counter()
     model = _ensure_model(cfg.model)
-    results = {r: demo_one(out / r, dataclasses.replace(cfg, risk=r), model) for r in risks}
+    results = {r: demo_one(out / r, dataclasses.replace(cfg, risk=r), model, force) for r in risks}
     report = _write_report(out, results)
     print_summary(results, report, time.perf_counter() - t0)
     return {"results": results, "report": str(report)}
@@ -72,14 +77,14 @@ def _ensure_model(model: str) -> str:
     return resolve_model(model)
 
 
-def demo_one(out: Path, cfg: DemoConfig, model: str) -> dict:
+def demo_one(out: Path, cfg: DemoConfig, model: str, force: bool = False) -> dict:
     """One risk: mixture, ForgetFilter, baselines, evaluation; cached in `out/results.json`.
 
     The cache (and an interrupted run) is reused only when it was made with the same demo and
-    ForgetFilter settings (`demo_fingerprint.json`); otherwise that risk starts again.
+    ForgetFilter settings (`demo_fingerprint.json`); other settings are refused unless `force`.
     """
     rc = demo_run_config(cfg, model)
-    _discard_if_changed(out, {"demo": dataclasses.asdict(cfg), "run": rc.fingerprint()})
+    claim(out, {"demo": dataclasses.asdict(cfg), "run": rc.fingerprint()}, force)
     done = out / "results.json"
     if done.exists():
         return io.read_json(done)
@@ -139,18 +144,25 @@ def demo_run_config(cfg: DemoConfig, model: str):
     return dataclasses.replace(rc, model=model)
 
 
-def _discard_if_changed(out: Path, fingerprint: dict) -> None:
-    """Remove a risk's outputs made with other settings (or by a version without a fingerprint)."""
-    import shutil
+def claim(out: Path, fingerprint: dict, force: bool) -> None:
+    """Take a risk's directory for these settings (`claims.claim`: refused if changed, unless forced)."""
+    claims.claim(
+        out,
+        "demo_fingerprint.json",
+        fingerprint,
+        force=force,
+        what="a demo",
+        changed=_changed_settings,
+    )
 
-    path = out / "demo_fingerprint.json"
-    stale = path.exists() and io.read_json(path) != fingerprint
-    unknown = not path.exists() and out.exists() and any(out.iterdir())
-    if stale or unknown:
-        print(f"[demo] {out} was made with other settings: starting it again")
-        shutil.rmtree(out)
-    if not path.exists():
-        io.write_json(path, fingerprint)
+
+def _changed_settings(have: dict, want: dict) -> list[str]:
+    """The demo and ForgetFilter settings that differ (`demo.epochs`, `run.lr`, ...)."""
+    return [
+        f"{part}.{key}"
+        for part in ("demo", "run")
+        for key in claims.changed_keys(have.get(part) or {}, want.get(part) or {})
+    ]
 
 
 def run_filter(out: Path, data: Path, rc) -> _FilterRun:

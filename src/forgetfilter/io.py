@@ -156,6 +156,12 @@ def replace_dir(tmp_dir: str | Path, final_dir: str | Path) -> None:
         raise _disk_error(final_dir, exc) from None
 
 
+def clear_dir(path: str | Path) -> None:
+    """Remove everything inside `path` (the directory itself stays)."""
+    for item in Path(path).iterdir():
+        shutil.rmtree(item) if item.is_dir() else item.unlink()
+
+
 def temp_dir_for(final_dir: str | Path) -> Path:
     """A fresh temp directory beside `final_dir`, for writing before `replace_dir`."""
     final_dir = Path(final_dir)

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import filters, io, recipes, signals
+from . import claims, filters, io, recipes, signals
 from .errors import ConfigError, ForgetFilterError
 from .recipes import forgetting
 from .records import Example, content
@@ -406,33 +406,31 @@ def check_config(out_dir: Path, cfg: RunConfig, inputs: Sequence[str | Path], fo
             r: {"path": str(p.resolve()), "sha256": io.file_sha256(p)} for r, p in files.items()
         },
     }
-    path = out_dir / "config.json"
-    if path.exists():
-        have = io.read_json(path)
-        same = _canonical(have.get("config", {})) == want["config"]
-        if same and _hashes(have) == _hashes(want):
-            if have != want:  # same files, named by another path: record where they are now
-                io.write_json(path, want)
-            return
-        if not force and _has_work(out_dir):
-            _refuse_changed(out_dir, have, want)
-        _discard_outputs(out_dir)
-    io.write_json(path, want)
+    claims.claim(
+        out_dir,
+        "config.json",
+        want,
+        force=force,
+        what="a run",
+        has_work=lambda: _has_work(out_dir),
+        discard=lambda: _discard_outputs(out_dir),
+        same=_same_run,
+        changed=_changed_fields,
+    )
+
+
+def _same_run(have: dict, want: dict) -> bool:
+    """Whether a recorded config.json is this run: same settings and the same input contents."""
+    return _canonical(have.get("config", {})) == want["config"] and _hashes(have) == _hashes(want)
+
+
+def _changed_fields(have: dict, want: dict) -> list[str]:
+    return claims.changed_keys(_canonical(have.get("config", {})), want["config"])
 
 
 def _has_work(out_dir: Path) -> bool:
     """Whether anything past reading the inputs exists (a model, scores, checkpoints)."""
     return any(any(out_dir.glob(g)) for stage in PIPELINE[1:] for g in stage.produces)
-
-
-def _refuse_changed(out_dir: Path, have: dict, want: dict) -> None:
-    recorded = _canonical(have.get("config", {}))
-    changed = sorted(k for k in want["config"] if recorded.get(k) != want["config"][k])
-    what = ", ".join(changed) or "input files"
-    raise ConfigError(
-        f"{out_dir} holds a run with another configuration (changed: {what}); "
-        "use another --out, or --force to discard it and start again"
-    )
 
 
 def _discard_outputs(out_dir: Path) -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import io
+from .. import claims, io
 from ..errors import ConfigError
 from ..evaluation import DEFAULT_CUES
 from ..records import RISKS, Example
@@ -180,30 +179,16 @@ class Context:
         return json.loads(io.dumps(identity))  # as it reads back (tuples as lists)
 
     def claim(self) -> None:
-        """Take the directory for this identity: refuse one made with another, unless `force`.
-
-        (The same rule as `forgetfilter run`: a changed configuration is refused unless forced.)
-        """
-        path = self.out / "experiment.json"
-        want = self.identity()
-        if path.exists():
-            have = io.read_json(path)
-            if have == want:
-                return
-            changed = sorted(k for k in want if have.get(k) != want[k])
-            if not self.force:
-                raise ConfigError(
-                    f"{self.out} holds an experiment made with another configuration (changed: "
-                    f"{', '.join(changed)}); use another --out, or --force to discard it"
-                )
-            for item in self.out.iterdir():
-                shutil.rmtree(item) if item.is_dir() else item.unlink()
-        elif self.out.exists() and any(self.out.rglob("result.json")) and not self.force:
-            raise ConfigError(
-                f"{self.out} holds results of an experiment that recorded no configuration; use "
-                "another --out, or --force to discard them"
-            )
-        io.write_json(path, want)
+        """Take the directory for this identity: refuse one made with another, unless `force`
+        (`claims.claim`, the rule `forgetfilter run` and `demo` follow too)."""
+        claims.claim(
+            self.out,
+            "experiment.json",
+            self.identity(),
+            force=self.force,
+            what="an experiment",
+            has_work=lambda: self.out.exists() and any(self.out.rglob("result*.json")),
+        )
 
     # ---- data
     def mixture(self, risk: str, ratio: float = 0.5) -> Path:

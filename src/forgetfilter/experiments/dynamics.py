@@ -81,10 +81,12 @@ class Dynamics:
     def learn(self) -> None:
         """Train M1 into the run's m1/ with a checkpoint callback (the pipeline then reuses it)."""
         from ..models import load_model
-        from ..pipeline import load_inputs, noisy_cfg, unlabelled
+        from ..pipeline import check_config, load_inputs, noisy_cfg, unlabelled
         from ..training import train
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        inputs = [self.data / "noisy.jsonl", self.data / "safe.jsonl"]
+        check_config(self.run_dir, self.cfg, inputs, force=False)  # the run this M1 belongs to
         noisy, _ = load_inputs(
             self.run_dir, self.data / "noisy.jsonl", self.data / "safe.jsonl", self.cfg
         )
