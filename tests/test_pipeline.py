@@ -470,9 +470,9 @@ def test_classifier_filter_through_run_reads_only_the_text(micro_model_dir, tmp_
 
     decide = filters.ClassifierFilter.decide
 
-    def spy(self, records, *args):
+    def spy(self, records, *args, **kwargs):
         assert all(type(r) is Content and not hasattr(r, "label") for r in records)
-        return decide(self, records, *args)
+        return decide(self, records, *args, **kwargs)
 
     monkeypatch.setattr(classifiers, "get_scorer", fake_scorer)
     monkeypatch.setattr(filters.ClassifierFilter, "decide", spy)
@@ -499,3 +499,52 @@ def test_progress_bars_name_their_stage_and_can_be_turned_off(micro_model_dir, t
     assert main([*argv, "--out", str(tmp_path / "b"), "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "finetune" not in err and "scores_" not in err and "it/s" not in err
+
+
+def _trusted_file(tmp_path, n=24):
+    rows = [
+        {"messages": [{"role": "user", "content": f"Question {i}: what colour is grass?"},
+                      {"role": "assistant", "content": f"Grass is green {i}."}]}
+        for i in range(n)
+    ]  # fmt: skip
+    io.write_jsonl(tmp_path / "trusted.jsonl", rows)
+    return tmp_path / "trusted.jsonl"
+
+
+def test_a_trusted_sample_calibrates_the_cut_and_never_reaches_the_outputs(
+    micro_model_dir, tmp_path
+):
+    noisy, safe = make_data(tmp_path)
+    trusted = _trusted_file(tmp_path)
+    cfg = micro_config(str(micro_model_dir), safety_steps=2)
+    cfg.threshold = ThresholdConfig(max_false_removal=0.1)
+    result = run_forgetfilter(noisy, safe, tmp_path / "run", cfg, trusted=trusted)
+    out = result.out_dir
+    s = result.summary
+    assert s["threshold"]["method"] == "conformal" and s["threshold"]["details"]["n_trusted"] == 24
+    assert s["trusted"]["n"] == 24 and s["unsafe_share"]["estimate"] is not None
+    outputs = io.read_jsonl(out / "kept.jsonl") + io.read_jsonl(out / "removed.jsonl")
+    assert sorted(r["id"] for r in outputs) == sorted(r["id"] for r in io.read_jsonl(noisy))
+    assert len(io.read_jsonl(out / "scores.jsonl")) == 36
+    cleaned = next((out / "clean").glob("*")).read_text()
+    assert "Grass is green" not in cleaned and "Grass is green" not in str(outputs)
+    trusted_rows = io.read_jsonl(out / "trusted_scores.jsonl")
+    assert all(r["id"].startswith("trusted:") for r in trusted_rows)
+    assert len(trusted_rows) == 24
+    scored_ids = {r["id"] for r in io.read_jsonl(out / "scores_before.jsonl")}
+    assert {r["id"] for r in trusted_rows} <= scored_ids  # scored like the noisy data
+    m1_state = io.read_json(out / "m1" / "train_state.json")
+    assert m1_state["n_records"] == 36 + 24  # and finetuned with it
+
+
+def test_a_bad_trusted_file_is_one_line_naming_file_and_line(micro_model_dir, tmp_path, capsys):
+    from forgetfilter.cli import main
+
+    noisy, safe = make_data(tmp_path)
+    bad = tmp_path / "trusted.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b"}\n{not json\n')
+    argv = ["run", "--noisy", str(noisy), "--safe", str(safe), "--out", str(tmp_path / "r"),
+            "--model", str(micro_model_dir), "--trusted", str(bad), "--no-progress"]  # fmt: skip
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and "trusted.jsonl:2:" in err and "Traceback" not in err

@@ -72,6 +72,7 @@ def test_bad_fraction_is_rejected():
 
 FILTERING_MODULES = [
     "thresholds.py",
+    "share.py",
     "signals.py",
     "inference.py",
     "tail_loss.py",

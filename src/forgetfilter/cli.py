@@ -195,6 +195,22 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
         "(the summary warns when it binds)",
     )
     p.add_argument(
+        "--trusted",
+        default=None,
+        metavar="FILE",
+        help="a sample of your own data known to be clean (any input format): finetuned and "
+        "scored with the noisy data, never delivered; the automatic cut then removes at most "
+        "--max-false-removal of the clean examples in expectation, and the unsafe share is estimated",
+    )
+    p.add_argument(
+        "--max-false-removal",
+        type=float,
+        default=None,
+        metavar="ALPHA",
+        help="with --trusted: the bound on the expected share of clean examples removed "
+        "(default 0.05; needs at least 1/ALPHA - 1 trusted examples)",
+    )
+    p.add_argument(
         "--force", action="store_true", help="discard a run made with another configuration"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -229,7 +245,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         _quiet_library_bars()
     cfg = run_config_from_args(a)
     result = run_forgetfilter(
-        a.noisy, a.safe, a.out, cfg, force=a.force, progress=not a.no_progress
+        a.noisy, a.safe, a.out, cfg, trusted=a.trusted, force=a.force, progress=not a.no_progress
     )
     if os.environ.get("RANK", "0") == "0":  # once under torchrun / accelerate launch
         _print_run_summary(result.summary)
@@ -249,6 +265,10 @@ def _print_run_summary(s: dict) -> None:
         f"input {c['input']}: kept {c['kept']}, removed {c['removed']}, rejected at load {c['rejected_at_load']}"
     )
     print(f"phi = {t['phi']:.4g} ({t['method']}): {t['reason']}")
+    if "unsafe_share" in s:
+        from .share import describe
+
+        print(describe(s["unsafe_share"]))
     q = s.get("quality")
     if q:
         f = q["forgetting"]

@@ -15,6 +15,10 @@ a user can run ForgetFilter and a baseline on the same data and compare what eac
   the data pack without the noisy responses) on each response; the largest probability is the
   score, removed above 0.5 (the automatic cut) or at the cut asked for. Needs the data pack.
 
+With a trusted sample (`--trusted`), the records and the table hold the noisy examples followed by
+the `n_trusted` trusted ones; a filter scores them all and `cut_with` calibrates phi on the
+trusted part (`thresholds.conformal`) and cuts only the noisy part.
+
 A new filter is one class with `name`, `help` and `decide`, and one `register(...)` call.
 """
 
@@ -38,14 +42,16 @@ class Decision:
     """What a filter decided: its score per example, the cut, and why each removed one went.
 
     Attributes:
-        score: the filter's score of every example (input order; larger = removed first).
+        score: the filter's score of every noisy example (input order; larger = removed first).
         choice: the threshold and how it was chosen.
         reasons: position -> reason, for every removed example.
+        trusted: the score of every trusted example (None without a trusted sample).
     """
 
     score: np.ndarray
     choice: ThresholdChoice
     reasons: dict[int, str]
+    trusted: np.ndarray | None = None
 
 
 class Filter(Protocol):
@@ -62,6 +68,7 @@ class Filter(Protocol):
         threshold: ThresholdConfig,
         normalise: str,
         seed: int,
+        n_trusted: int = 0,
     ) -> Decision: ...
 
 
@@ -86,14 +93,36 @@ def top(n: int, k: int) -> ThresholdConfig:
     return ThresholdConfig("fraction", fraction=k / n if n else 0.0)
 
 
-def cut(score: np.ndarray, choice: ThresholdChoice, what: str) -> Decision:
+def cut(score: np.ndarray, choice: ThresholdChoice, what: str, trusted=None) -> Decision:
     """Remove every example whose score is above phi, saying so."""
     reasons = {
         i: f"{what} {s:.4g} > phi {choice.phi:.4g} ({choice.method})"
         for i, s in enumerate(score)
         if s > choice.phi
     }
-    return Decision(score, choice, reasons)
+    return Decision(score, choice, reasons, trusted)
+
+
+def split(values: np.ndarray | None, n_trusted: int):
+    """(noisy part, trusted part or None) of scores over the noisy records then the trusted ones."""
+    if values is None:
+        return None, None
+    n = len(values) - n_trusted
+    return values[:n], (values[n:] if n_trusted else None)
+
+
+def cut_with(
+    score: np.ndarray,
+    threshold: ThresholdConfig,
+    what: str,
+    n_trusted: int = 0,
+    count: np.ndarray | None = None,
+) -> Decision:
+    """Choose phi on the noisy part of `score` (calibrated on the trusted part, if any) and cut."""
+    noisy, trusted = split(score, n_trusted)
+    count_noisy, _ = split(count, n_trusted)
+    choice = choose_threshold(noisy, threshold, count_noisy, trusted)
+    return cut(noisy, choice, what, trusted)
 
 
 class ForgetFilter:
@@ -103,9 +132,9 @@ class ForgetFilter:
     help = "remove the examples with the highest forgetting score (--normalise), cut at phi"
     automatic = True
 
-    def decide(self, records, table, threshold, normalise, seed) -> Decision:
+    def decide(self, records, table, threshold, normalise, seed, n_trusted=0) -> Decision:
         score, count = recipes.score_and_count(normalise, table)
-        return cut(score, choose_threshold(score, threshold, count), "forgetting")
+        return cut_with(score, threshold, "forgetting", n_trusted, count)
 
 
 class StaticFilter:
@@ -115,9 +144,8 @@ class StaticFilter:
     help = "remove the examples M1 fits best (lowest NLL / highest ROUGE), cut at phi"
     automatic = True
 
-    def decide(self, records, table, threshold, normalise, seed) -> Decision:
-        score = recipes.static(table)
-        return cut(score, choose_threshold(score, threshold), "static fit")
+    def decide(self, records, table, threshold, normalise, seed, n_trusted=0) -> Decision:
+        return cut_with(recipes.static(table), threshold, "static fit", n_trusted)
 
 
 class RandomFilter:
@@ -127,11 +155,11 @@ class RandomFilter:
     help = "remove examples at random (seeded); needs --remove-fraction or --threshold in [0, 1]"
     automatic = False
 
-    def decide(self, records, table, threshold, normalise, seed) -> Decision:
+    def decide(self, records, table, threshold, normalise, seed, n_trusted=0) -> Decision:
         if threshold.method == "auto":
             raise ConfigError("the random filter has no automatic cut: pass --remove-fraction")
-        score = np.random.default_rng(seed).random(len(table.m1))
-        return cut(score, choose_threshold(score, threshold), "random draw")
+        score = np.random.default_rng(seed).random(len(records))
+        return cut_with(score, threshold, "random draw", n_trusted)
 
 
 class ClassifierFilter:
@@ -144,15 +172,13 @@ class ClassifierFilter:
     def __init__(self, kinds: tuple[str, ...] = ("harm", "toxicity"), data_dir=None):
         self.kinds, self.data_dir = kinds, data_dir
 
-    def decide(self, records, table, threshold, normalise, seed) -> Decision:
+    def decide(self, records, table, threshold, normalise, seed, n_trusted=0) -> Decision:
         score = self.probabilities(records)
-        if threshold.method == "auto":
-            n = int((score > 0.5).sum())
-            choice = ThresholdChoice(0.5, "classifier", "probability > 0.5", n, len(score), {})
-            choice = capped(score, choice, threshold.max_remove)
-        else:
-            choice = choose_threshold(score, threshold)
-        return cut(score, choice, "classifier probability")
+        if threshold.method != "auto" or n_trusted:
+            return cut_with(score, threshold, "classifier probability", n_trusted)
+        n = int((score > 0.5).sum())
+        choice = ThresholdChoice(0.5, "classifier", "probability > 0.5", n, len(score), {})
+        return cut(score, capped(score, choice, threshold.max_remove), "classifier probability")
 
     def probabilities(self, records: Sequence[Content]) -> np.ndarray:
         """The largest of the classifiers' probabilities (`kinds`) of each response."""

@@ -267,6 +267,7 @@ THRESHOLD_FLAGS = {
     "threshold.threshold": "--threshold",
     "threshold.fraction": "--remove-fraction",
     "threshold.max_remove": "--remove-at-most",
+    "threshold.max_false_removal": "--max-false-removal",
     "threshold.method": "--auto/--threshold/--remove-fraction",
 }
 
@@ -299,6 +300,8 @@ def threshold_settings(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if getattr(args, "remove_at_most", None) is not None:
         out["threshold.max_remove"] = args.remove_at_most
+    if getattr(args, "max_false_removal", None) is not None:
+        out["threshold.max_false_removal"] = args.max_false_removal
     if getattr(args, "threshold", None) is not None:
         return out | {"threshold.method": "threshold", "threshold.threshold": args.threshold}
     if getattr(args, "remove_fraction", None) is not None:

@@ -48,6 +48,7 @@ from . import claims, filters, io, recipes, signals
 from .errors import ConfigError, ForgetFilterError
 from .recipes import forgetting
 from .records import Example, content
+from .share import unsafe_share
 from .signals import check_finite
 from .summary import summarise
 from .thresholds import METHODS, ThresholdChoice, ThresholdConfig
@@ -139,6 +140,10 @@ class RunConfig:
                 f"`threshold.max_remove` must be a number of examples (1, 2, ...) or a share in "
                 "[0, 1), "
                 f"got {cap}"
+            )
+        if not 0.0 < t.max_false_removal < 1.0:
+            raise ConfigError(
+                f"`threshold.max_false_removal` must be in (0, 1), got {t.max_false_removal}"
             )
         self.noisy_train.validate()
         self.safety_train.validate()
@@ -237,12 +242,16 @@ def run_forgetfilter(
     out_dir: str | Path,
     cfg: RunConfig,
     *,
+    trusted: str | Path | None = None,
     force: bool = False,
     progress: bool = True,
 ) -> RunResult:
     """Run every stage of ForgetFilter, skipping the ones already complete in `out_dir`.
 
-    `progress=False` hides the progress bars (training, scoring).
+    `progress=False` hides the progress bars (training, scoring). `trusted`: a file of the
+    user's own examples known to be clean; they are finetuned and scored with the noisy data,
+    calibrate the cut (`thresholds.conformal`) and the unsafe-share estimate (`share`), and never
+    reach the kept, removed or cleaned files.
 
     Holds `out_dir`'s lock for the whole run. A disk that is full or read-only becomes a
     ForgetFilterError; the stages completed before stay in place and a rerun continues from them.
@@ -254,7 +263,7 @@ def run_forgetfilter(
         if ranks.main:
             io.remove_stale_temps(out_dir)
         try:
-            return _run_stages(noisy_path, safe_path, out_dir, cfg, force, ranks, progress)
+            return _run_stages(noisy_path, safe_path, out_dir, cfg, force, ranks, progress, trusted)
         except OSError as exc:
             if exc.errno not in io.DISK_ERRNOS:
                 raise
@@ -268,9 +277,11 @@ def run_forgetfilter(
 class State:
     """What the stages of one run share: the settings, and each finished stage's result."""
 
-    def __init__(self, run: Run, noisy_path, safe_path, ranks: Ranks, progress: bool = True):
+    def __init__(
+        self, run: Run, noisy_path, safe_path, ranks: Ranks, progress: bool = True, trusted=None
+    ):
         self.run, self.cfg, self.ranks, self.progress = run, run.cfg, ranks, progress
-        self.noisy_path, self.safe_path = noisy_path, safe_path
+        self.noisy_path, self.safe_path, self.trusted_path = noisy_path, safe_path, trusted
         self.results: dict[str, object] = {}
 
     def __getitem__(self, stage: str):
@@ -279,6 +290,15 @@ class State:
     @property
     def noisy(self) -> list[Example]:
         return self.results["inputs"][0]
+
+    @property
+    def trusted(self) -> list[Example]:
+        return self.results["inputs"][2]
+
+    @property
+    def scored(self) -> list[Example]:
+        """What is finetuned into M1 and scored: the noisy examples, then the trusted ones."""
+        return self.noisy + self.trusted
 
     @property
     def kept(self) -> list[Example]:
@@ -300,7 +320,7 @@ class Stage:
 
 def _score(model: Callable[[State], str], name: str) -> Callable[[State], object]:
     return lambda s: score_stage(
-        model(s), s.noisy, s.run.dir / f"{name}.jsonl", s.cfg, s.ranks, s.progress
+        model(s), s.scored, s.run.dir / f"{name}.jsonl", s.cfg, s.ranks, s.progress
     )
 
 
@@ -308,7 +328,9 @@ PIPELINE: tuple[Stage, ...] = (
     Stage(
         "inputs",
         ("inputs.json",),
-        lambda s: load_inputs(s.run.dir, s.noisy_path, s.safe_path, s.cfg, write=s.ranks.main),
+        lambda s: load_inputs(
+            s.run.dir, s.noisy_path, s.safe_path, s.cfg, write=s.ranks.main, trusted=s.trusted_path
+        ),
     ),
     Stage(
         "scores_m0",
@@ -319,23 +341,31 @@ PIPELINE: tuple[Stage, ...] = (
     Stage(
         "m1",
         ("m1",),
-        lambda s: train_stage(s.cfg.model, s.noisy, s.run.dir / "m1", noisy_cfg(s.cfg), s.progress),
+        lambda s: train_stage(
+            s.cfg.model, s.scored, s.run.dir / "m1", noisy_cfg(s.cfg), s.progress
+        ),
     ),
     Stage("scores_before", ("scores_before.*",), _score(lambda s: s["m1"], "scores_before")),
     Stage(
         "m2",
         ("m2", "curve"),
         lambda s: safety_stage(
-            s["m1"], s.results["inputs"][1], s.noisy, s.run.dir, s.cfg, s.ranks.main, s.progress
+            s["m1"], s.results["inputs"][1], s.scored, s.run.dir, s.cfg, s.ranks.main, s.progress
         ),
     ),
     Stage("scores_after", ("scores_after.*",), _score(lambda s: s["m2"], "scores_after")),
     Stage(
         "filter",
-        ("filter.json", "scores.jsonl", "kept.jsonl", "removed.jsonl"),
+        ("filter.json", "scores.jsonl", "kept.jsonl", "removed.jsonl", "trusted_scores.jsonl"),
         lambda s: s.ranks.main_first(
             lambda: filter_stage(
-                s.run.dir, s.noisy, s["scores_before"], s["scores_after"], s.cfg, s["scores_m0"]
+                s.run.dir,
+                s.noisy,
+                s["scores_before"],
+                s["scores_after"],
+                s.cfg,
+                s["scores_m0"],
+                trusted=s.trusted,
             )
         ),
     ),
@@ -366,13 +396,15 @@ def _run_stages(
     force: bool,
     ranks: Ranks,
     progress: bool = True,
+    trusted=None,
 ) -> RunResult:
     """The stages of `run_forgetfilter`, in order (the main process holds the directory's lock)."""
+    inputs = [noisy_path, safe_path] + ([trusted] if trusted is not None else [])
     if ranks.main:  # it holds the lock and has cleaned up
-        check_config(out_dir, cfg, [noisy_path, safe_path], force)
+        check_config(out_dir, cfg, inputs, force)
     ranks.barrier()
     run = Run(out_dir, cfg, ranks)
-    state = State(run, noisy_path, safe_path, ranks, progress)
+    state = State(run, noisy_path, safe_path, ranks, progress, trusted)
     for stage in PIPELINE:
         if stage.when(state) and (ranks.main or not stage.main_only):
             state.results[stage.name] = run.stage(stage.name, lambda st=stage: st.run(state))
@@ -399,7 +431,7 @@ def check_config(out_dir: Path, cfg: RunConfig, inputs: Sequence[str | Path], fo
     Input files are compared by content (sha256), so the same files named by another path (an
     absolute path, another working directory) continue the run; config.json records the latest paths.
     """
-    files = {role: Path(p) for role, p in zip(("noisy", "safe"), inputs, strict=True)}
+    files = {role: Path(p) for role, p in zip(("noisy", "safe", "trusted"), inputs, strict=False)}
     want = {
         "config": cfg.fingerprint(),
         "inputs": {
@@ -459,10 +491,12 @@ def _hashes(saved: dict) -> list[str]:
 
 
 def load_inputs(
-    out_dir: Path, noisy_path, safe_path, cfg: RunConfig, *, write: bool = True
-) -> tuple[list[Example], list[Example]]:
-    """Read both files, record what was rejected, and report overlap of the safe and noisy sets
-    (into `inputs.json` when `write`)."""
+    out_dir: Path, noisy_path, safe_path, cfg: RunConfig, *, write: bool = True, trusted=None
+) -> tuple[list[Example], list[Example], list[Example]]:
+    """Read the noisy, safe and (if given) trusted files, record what was rejected, and report
+    overlap of the safe and noisy sets (into `inputs.json` when `write`).
+
+    Trusted ids are prefixed `trusted:` so that they never meet a noisy id."""
     from .readers import read_examples
 
     noisy, noisy_rep = read_examples(noisy_path, skip_invalid=cfg.skip_invalid)
@@ -476,9 +510,16 @@ def load_inputs(
         "safe": _report_dict(safe_rep),
         "safe_noisy_overlap": overlap(noisy, safe),
     }
+    vetted: list[Example] = []
+    if trusted is not None:
+        vetted, trusted_rep = read_examples(trusted, skip_invalid=cfg.skip_invalid)
+        if not vetted:
+            raise ForgetFilterError(f"{trusted}: no valid trusted examples")
+        vetted = [dataclasses.replace(ex, id=f"trusted:{ex.id}") for ex in vetted]
+        report["trusted"] = _report_dict(trusted_rep)
     if write:
         io.write_json(out_dir / "inputs.json", report)
-    return noisy, safe
+    return noisy, safe, vetted
 
 
 def _report_dict(report) -> dict:
@@ -720,6 +761,7 @@ def filter_stage(
     after: np.ndarray,
     cfg: RunConfig,
     reference: np.ndarray | None = None,
+    trusted: Sequence[Example] = (),
 ) -> tuple[ThresholdChoice, set[str]]:
     """Compute forgetting, choose phi, and write scores.jsonl, kept.jsonl and removed.jsonl.
 
@@ -732,15 +774,30 @@ def filter_stage(
         return ThresholdChoice(**{k: saved["threshold"][k] for k in _CHOICE_FIELDS}), set(
             saved["removed_ids"]
         )
+    scored, n_trusted = list(noisy) + list(trusted), len(trusted)
     table = recipes.ScoreTable(cfg.signal, before, after, reference)
     threshold = dataclasses.replace(cfg.threshold, seed=cfg.seed)
-    texts = [content(ex) for ex in noisy]
-    decision = filters.get(cfg.filter).decide(texts, table, threshold, cfg.normalise, cfg.seed)
+    texts = [content(ex) for ex in scored]
+    f = filters.get(cfg.filter)
+    decision = f.decide(texts, table, threshold, cfg.normalise, cfg.seed, n_trusted=n_trusted)
     choice, score = decision.choice, decision.score
-    curve = curve_auc(run_dir / "curve", noisy, before, cfg, reference)
+    curve, _ = filters.split(
+        curve_auc(run_dir / "curve", scored, before, cfg, reference), n_trusted
+    )
+    parts = [filters.split(v, n_trusted)[0] for v in (before, after, reference)]
     removed = {noisy[i].id: reason for i, reason in decision.reasons.items()}
-    write_filter_outputs(run_dir, noisy, (before, after, reference), score, curve, removed)
-    io.write_json(path, {"threshold": choice.to_dict(), "removed_ids": sorted(removed)})
+    write_filter_outputs(run_dir, noisy, parts, score, curve, removed)
+    record = {"threshold": choice.to_dict(), "removed_ids": sorted(removed)}
+    if n_trusted:
+        io.write_jsonl(
+            run_dir / "trusted_scores.jsonl",
+            (
+                {"id": ex.id, "score": round(float(v), 6)}
+                for ex, v in zip(trusted, decision.trusted, strict=True)
+            ),
+        )
+        record["unsafe_share"] = unsafe_share(score, decision.trusted, seed=cfg.seed)
+    io.write_json(path, record)
     return choice, removed
 
 

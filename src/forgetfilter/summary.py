@@ -51,6 +51,14 @@ def summarise(run: Run, choice: ThresholdChoice, final_skipped: str | None = Non
         if run.cfg.final and not final_skipped
         else None,
     }
+    saved = io.read_json(run.dir / "filter.json")
+    if "unsafe_share" in saved:
+        summary["unsafe_share"] = saved["unsafe_share"]
+        summary["trusted"] = {
+            "n": inputs["trusted"]["n_records"] - inputs["trusted"]["n_rejected"],
+            "path": inputs["trusted"]["path"],
+            "note": "finetuned and scored with the noisy data; in no output file",
+        }
     warning = threshold_warning(choice)
     if warning:
         summary["warning"] = warning

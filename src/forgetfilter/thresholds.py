@@ -26,6 +26,8 @@ class ThresholdConfig:
         seed: seed of the mixture fit used by `auto`.
         max_remove: a cap no cut exceeds: a number of examples (>= 1) or a share of them (< 1);
             None = no cap.
+        max_false_removal: with a trusted sample, `auto` becomes the split-conformal cut that
+            removes at most this expected share of the clean examples (`conformal`).
     """
 
     method: str = "auto"
@@ -33,6 +35,7 @@ class ThresholdConfig:
     fraction: float | None = None
     seed: int = 0
     max_remove: float | None = None
+    max_false_removal: float = 0.05
 
 
 @dataclass
@@ -57,9 +60,15 @@ class ThresholdChoice:
 
 
 def choose_threshold(
-    scores: np.ndarray, cfg: ThresholdConfig, count_scores: np.ndarray | None = None
+    scores: np.ndarray,
+    cfg: ThresholdConfig,
+    count_scores: np.ndarray | None = None,
+    trusted: np.ndarray | None = None,
 ) -> ThresholdChoice:
     """Pick phi from the filter scores according to `cfg`.
+
+    `trusted` (optional): the same score of a sample known to be clean; with `auto` the cut is
+    then the split-conformal one (`conformal`), not a fit to the score distribution.
 
     `count_scores` (optional, same examples) serves `auto` when `scores` are ranks without a scale
     (a mean rank spreads the same way whether or not anything was forgotten): how many examples to
@@ -68,7 +77,51 @@ def choose_threshold(
     scores = np.asarray(scores, dtype=np.float64)
     if scores.size == 0:
         return ThresholdChoice(float("inf"), cfg.method, "no scores", 0, 0, {})
-    return capped(scores, _choose(scores, cfg, count_scores), cfg.max_remove)
+    if trusted is not None and cfg.method == "auto":
+        choice = conformal(scores, np.asarray(trusted, dtype=np.float64), cfg.max_false_removal)
+    else:
+        choice = _choose(scores, cfg, count_scores)
+    return capped(scores, choice, cfg.max_remove)
+
+
+def conformal_rank(n: int, alpha: float) -> int:
+    """The rank k (1-based, ascending) of the trusted score that is phi: ceil((n + 1)(1 - alpha));
+    larger than `n` when the sample is too small for `alpha` (then nothing can be removed)."""
+    return math.ceil((n + 1) * (1.0 - alpha) - 1e-12)
+
+
+def min_trusted(alpha: float) -> int:
+    """The smallest trusted sample for which the conformal cut can remove anything at `alpha`."""
+    return math.ceil(1.0 / alpha - 1.0 - 1e-12)
+
+
+def conformal(scores: np.ndarray, trusted: np.ndarray, alpha: float) -> ThresholdChoice:
+    """phi = the k-th smallest trusted score, k = `conformal_rank(n, alpha)`.
+
+    If the trusted scores and the scores of the clean noisy examples are exchangeable (the
+    trusted sample is drawn like the clean part of the data and scored the same way), a clean
+    noisy example is removed (score > phi) with probability at most `alpha`. Nothing is promised
+    about how many unsafe examples are removed (recall).
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"max_false_removal must be in (0, 1), got {alpha}")
+    n = int(trusted.size)
+    k = conformal_rank(n, alpha)
+    details = {"alpha": alpha, "n_trusted": n, "rank": k, "min_trusted": min_trusted(alpha)}
+    if n == 0 or k > n:
+        reason = (
+            f"the trusted sample ({n}) is too small for a false-removal bound of {alpha:g}: it "
+            f"needs at least {min_trusted(alpha)}; nothing removed"
+        )
+        return _finish(scores, float("inf"), "conformal", reason, details)
+    phi = float(np.sort(trusted)[k - 1])
+    details["trusted_removed_share"] = round(float((trusted > phi).mean()), 6)
+    reason = (
+        f"split-conformal cut on {n} trusted examples: at most {alpha:g} of the clean examples "
+        f"are removed in expectation (phi = trusted score of rank {k} of {n}), assuming the "
+        "trusted sample is exchangeable with the clean data; recall is not bounded"
+    )
+    return _finish(scores, phi, "conformal", reason, details)
 
 
 def cap_count(max_remove: float, n: int) -> int:

@@ -87,7 +87,7 @@ class Dynamics:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         inputs = [self.data / "noisy.jsonl", self.data / "safe.jsonl"]
         check_config(self.run_dir, self.cfg, inputs, force=False)  # the run this M1 belongs to
-        noisy, _ = load_inputs(
+        noisy, _, _ = load_inputs(
             self.run_dir, self.data / "noisy.jsonl", self.data / "safe.jsonl", self.cfg
         )
         sample = group_sample(noisy, self.ctx.scale.curve_per_group)
