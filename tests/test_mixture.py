@@ -186,3 +186,40 @@ def test_instruct_composition_and_helpful_answers_in_the_safety_set(
     assert manifest["config"]["composition"] == "instruct"
     default = build_mixture(MixtureConfig("harm", 20, n_safe=5, n_eval=2), data, tmp_path / "d")
     assert "composition" not in default["config"]  # older manifests keep their form
+
+
+@pytest.mark.parametrize("composition", ["paper", "instruct"])
+def test_trusted_sample_is_clean_exchangeable_and_in_no_other_file(
+    data: Path, tmp_path: Path, composition: str
+) -> None:
+    base = dict(risk="harm", n=200, unsafe_ratio=0.1, n_safe=30, n_eval=5, composition=composition)
+    without = build_mixture(MixtureConfig(**base), data, tmp_path / "a")
+    assert "trusted.jsonl" not in without["files"] and not (tmp_path / "a/trusted.jsonl").exists()
+    manifest = build_mixture(MixtureConfig(**base, n_trusted=60), data, tmp_path / "b")
+    trusted = read_jsonl(tmp_path / "b/trusted.jsonl")
+
+    def unsafe(d: Path) -> list[str]:
+        return sorted(r["id"] for r in read_jsonl(d / "noisy.jsonl") if r["label"] == "unsafe")
+
+    assert unsafe(tmp_path / "a") == unsafe(tmp_path / "b")  # the unsafe part is drawn as before
+    assert len(trusted) == manifest["files"]["trusted.jsonl"]["n"] == 60
+    assert not any(r["label"] == "unsafe" for r in trusted)
+    want = mixture_counts(60, 0.0, composition)
+    by_source = Counter("task" if r["label"] == "task" else "safe" for r in trusted)
+    assert by_source["task"] == want["squad"] + want["alpaca"]
+    assert by_source["safe"] == want["safe"]
+    noisy = read_jsonl(tmp_path / "b/noisy.jsonl")
+    others = [read_jsonl(tmp_path / "b/safe.jsonl")]
+    others += [read_jsonl(p) for p in (tmp_path / "b/eval").glob("*.jsonl")]
+    texts = lambda rows: {(r["prompt"], r["response"]) for r in rows}  # noqa: E731
+    groups = lambda rows: {r["meta"]["group"] for r in rows if r["label"] != "task"}  # noqa: E731
+    assert not texts(trusted) & texts(noisy)
+    for rows in others:  # the safety and evaluation sets stay group-disjoint from it
+        assert not texts(trusted) & texts(rows)
+        assert not groups(trusted) & groups(rows)
+    # one draw split at random: the noisy set's clean part is the rest of the same draw
+    clean = [r for r in noisy if r["label"] != "unsafe"]
+    assert {r["source"] for r in trusted} == {r["source"] for r in clean}
+    if composition == "paper":
+        assert groups(trusted) & groups(clean)  # drawn from the same requests
+    assert manifest["config"]["n_trusted"] == 60 and "n_trusted" not in without["config"]

@@ -439,6 +439,11 @@ def test_static_and_random_filters_through_run(micro_model_dir, tmp_path):
     assert sorted(result.removed_ids) == sorted(r["id"] for r in lowest)
     removed = io.read_jsonl(tmp_path / "run" / "removed.jsonl")
     assert all(r["reason"].startswith("static fit") for r in removed)
+    # static reads M1's scores only: no safety finetune, no scoring of M2
+    assert (tmp_path / "run" / "m1").is_dir() and not (tmp_path / "run" / "m2").exists()
+    assert not list((tmp_path / "run").glob("scores_after*")) and "after" not in rows[0]
+    assert set(result.summary["timings_s"]) >= {"m1", "scores_before"}
+    assert "m2" not in result.summary["timings_s"]
     with pytest.raises(ConfigError, match="`filter` random needs `threshold.fraction`"):
         micro_config(str(micro_model_dir), filter="random")
     cfg = micro_config(
@@ -450,6 +455,7 @@ def test_static_and_random_filters_through_run(micro_model_dir, tmp_path):
         r["reason"].startswith("random draw")
         for r in io.read_jsonl(tmp_path / "random" / "removed.jsonl")
     )
+    assert _trained_or_scored(tmp_path / "random") == []
 
 
 def test_classifier_filter_through_run_reads_only_the_text(micro_model_dir, tmp_path, monkeypatch):
@@ -483,6 +489,16 @@ def test_classifier_filter_through_run_reads_only_the_text(micro_model_dir, tmp_
     assert set(seen) == {"harm", "toxicity"}
     removed = io.read_jsonl(tmp_path / "run" / "removed.jsonl")
     assert all(r["reason"].startswith("classifier probability 0.9 > phi 0.5") for r in removed)
+    # the classifier reads no model's scores: nothing is finetuned or scored for it
+    assert _trained_or_scored(tmp_path / "run") == []
+    assert set(io.read_jsonl(tmp_path / "run" / "scores.jsonl")[0]) == {
+        "id", "line", "forgetting", "removed"
+    }  # fmt: skip
+
+
+def _trained_or_scored(run_dir):
+    names = ("m1", "m2", "curve", "scores_m0*", "scores_before*", "scores_after*")
+    return sorted(str(p.name) for n in names for p in run_dir.glob(n))
 
 
 def test_progress_bars_name_their_stage_and_can_be_turned_off(micro_model_dir, tmp_path, capsys):

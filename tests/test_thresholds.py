@@ -147,3 +147,40 @@ def test_remove_at_most_is_checked_and_reaches_the_cli():
         RunConfig(threshold=ThresholdConfig("auto", max_remove=2.5))
     argv = ["run", "--noisy", "n", "--safe", "s", "--out", "o", "--remove-at-most", "0.05"]
     assert run_config_from_args(build_parser().parse_args(argv)).threshold.max_remove == 0.05
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda r: r.gamma(2.0, 1.0, 600),
+        lambda r: r.lognormal(0, 0.6, 600),
+        lambda r: r.standard_t(3, 600),
+    ],
+    ids=["gamma", "lognormal", "t3"],
+)
+def test_a_skewed_or_heavy_tail_is_not_a_group_under_min_dip(draw):
+    """BIC shapes a skewed or heavy tail with extra components: the old rule cuts into them
+    (seen on these draws), the dip rule says there is no separate group and removes nothing."""
+    for seed in range(3):
+        scores = draw(np.random.default_rng(seed))
+        strict = choose_threshold(scores, ThresholdConfig("auto", min_dip=0.1))
+        assert strict.n_removed == 0 and strict.details["high_weight"] == 0.0
+        assert any(w in strict.reason for w in ("no separate group", "one group", "no group"))
+    loose = [
+        choose_threshold(draw(np.random.default_rng(s)), ThresholdConfig("auto")) for s in range(3)
+    ]
+    assert any(c.n_removed > 0 for c in loose)
+
+
+@pytest.mark.parametrize("n_low,n_high", [(540, 60), (300, 300), (200, 400)])
+def test_a_separate_group_is_cut_and_its_share_estimated_under_min_dip(n_low, n_high):
+    rng = np.random.default_rng(5)
+    scores = np.concatenate([rng.normal(0.0, 0.1, n_low), rng.normal(1.0, 0.15, n_high)])
+    choice = choose_threshold(scores, ThresholdConfig("auto", min_dip=0.1))
+    assert abs(choice.n_removed - n_high) <= 0.03 * scores.size and choice.details["dip"] > 0.9
+    assert abs(choice.details["high_weight"] - n_high / scores.size) < 0.02
+    counted = choose_threshold(
+        -np.arange(600.0), ThresholdConfig("auto", min_dip=0.1), count_scores=scores
+    )
+    assert counted.details["count"]["details"]["dip"] > 0.9
+    assert counted.n_removed == choice.n_removed

@@ -215,3 +215,47 @@ def test_one_process_can_train_with_different_precisions(micro_model_dir, micro_
         result = train(str(micro_model_dir), micro_records, tmp_path / f"r{i}", cfg, progress=False)
         assert result.steps == 1
         assert io.read_json(tmp_path / f"r{i}" / "train_state.json")["config"]["dtype"] == dtype
+
+
+def test_report_to_tensorboard_writes_what_log_jsonl_has(micro_model_dir, micro_records, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = TrainConfig(finetune="full", epochs=1, report_to="tensorboard", **FAST)
+    train(str(micro_model_dir), micro_records, tmp_path / "m1", cfg, progress=False)
+    events = list((tmp_path / "m1" / "tensorboard" / "m1").glob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file"
+    acc = EventAccumulator(str(events[0].parent)).Reload()
+    log = io.read_jsonl(tmp_path / "m1" / "log.jsonl")
+    for tag, key in (("loss", "loss"), ("lr", "lr"), ("tokens_per_s", "tokens_per_s")):
+        got = acc.Scalars(tag)
+        assert [e.step for e in got] == [row["step"] for row in log]
+        want = [row[key] for row in log]
+        assert [e.value for e in got] == pytest.approx(want, rel=1e-3 if key != "lr" else 1e-6)
+    # where metrics go is not part of what a resumed run must match
+    again = TrainConfig(finetune="full", epochs=1, **FAST)
+    assert train(str(micro_model_dir), micro_records, tmp_path / "m1", again).already_complete
+
+
+def test_report_to_wandb_offline(micro_model_dir, micro_records, tmp_path, monkeypatch):
+    pytest.importorskip(
+        "wandb", reason="wandb is not installed (pip install 'forgetfilter[wandb]')"
+    )
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    cfg = TrainConfig(finetune="full", epochs=1, report_to="wandb", **FAST)
+    train(str(micro_model_dir), micro_records, tmp_path / "m1", cfg, progress=False)
+    assert list((tmp_path / "m1").rglob("*.wandb")), "no offline wandb run file"
+
+
+def test_report_to_a_missing_package_is_a_one_line_error(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a)
+    )
+    with pytest.raises(ConfigError, match=r"needs the wandb package: pip install"):
+        TrainConfig(report_to="wandb").validate()
+    with pytest.raises(ConfigError, match="`report_to` must be one of"):
+        TrainConfig(report_to="mlflow").validate()

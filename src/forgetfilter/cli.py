@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from .errors import ConfigError, ForgetFilterError
 
@@ -22,16 +23,12 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     c.add_argument("file", help="JSONL, JSON, CSV or Parquet file")
     c.add_argument("--skip-invalid", action="store_true", help="list bad records, exit 0")
     c.set_defaults(func=_data_check)
+    from .options import add_options, mixture_options
+
     b = dsub.add_parser("build", help="build a noisy mixture, safety set and eval sets")
-    b.add_argument("--risk", choices=["bias", "toxicity", "harm"], required=True)
-    b.add_argument("--n", type=int, required=True, help="size of the noisy finetuning set")
-    b.add_argument("--unsafe-ratio", type=float, default=0.5, help="fraction of unsafe examples")
-    b.add_argument("--n-safe", type=int, default=None, help="default: min(7000, available)")
-    b.add_argument("--n-eval", type=int, default=300, help="size of each evaluation set")
-    b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", required=True, help="output directory")
     b.add_argument("--data-dir", default=None, help="raw data (default: $FORGETFILTER_DATA)")
-    b.add_argument("--allow-fewer", action="store_true", help="build smaller sets if data runs out")
+    add_options(b.add_argument_group("mixture"), mixture_options(), modes=False)
     b.set_defaults(func=_data_build)
 
 
@@ -48,17 +45,10 @@ def _data_check(args: argparse.Namespace) -> int:
 
 def _data_build(args: argparse.Namespace) -> int:
     from .mixture import MixtureConfig, build_mixture
+    from .options import flag_settings, mixture_options
     from .paths import data_dir
 
-    cfg = MixtureConfig(
-        risk=args.risk,
-        n=args.n,
-        unsafe_ratio=args.unsafe_ratio,
-        n_safe=args.n_safe,
-        n_eval=args.n_eval,
-        seed=args.seed,
-        allow_fewer=args.allow_fewer,
-    )
+    cfg = MixtureConfig(**flag_settings(args, mixture_options()))
     manifest = build_mixture(cfg, data_dir(args.data_dir), args.out)
     print(f"built {args.out} (risk={cfg.risk}, n={cfg.n}, R={cfg.unsafe_ratio}, seed={cfg.seed})")
     for name, info in manifest["files"].items():
@@ -300,6 +290,9 @@ def _print_run_summary(s: dict) -> None:
     if s["outputs"].get("cleaned"):
         print(f"cleaned data (your records, your format): {s['outputs']['cleaned']}")
     print(f"audit: {s['outputs']['kept.jsonl']}, {s['outputs']['removed.jsonl']}, summary.json")
+    report = Path(s["outputs"]["kept.jsonl"]).parent / "report.html"
+    if report.exists():
+        print(f"report: {report} (open it in a browser; figures also under report/)")
 
 
 # ---------------------------------------------------------------- evaluation
@@ -412,6 +405,22 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="write report.html (and report/*.png) for a finished `forgetfilter run`"
+    )
+    p.add_argument("run_dir", help="the run's --out directory")
+    p.set_defaults(func=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .run_report import write_run_report
+
+    path = write_run_report(args.run_dir)
+    print(f"wrote {path} (open it in a browser; figures also under {path.parent / 'report'})")
+    return 0
+
+
 def _not_yet(name: str) -> int:
     raise ForgetFilterError(f"`forgetfilter {name}` is not yet available")
 
@@ -420,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="forgetfilter", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_data, _add_training, _add_pipeline, _add_eval, _add_experiments):
+    for add in (_add_data, _add_training, _add_pipeline, _add_eval, _add_experiments, _add_report):
         add(sub)
     return parser
 

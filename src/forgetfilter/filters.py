@@ -19,7 +19,10 @@ With a trusted sample (`--trusted`), the records and the table hold the noisy ex
 the `n_trusted` trusted ones; a filter scores them all and `cut_with` calibrates phi on the
 trusted part (`thresholds.conformal`) and cuts only the noisy part.
 
-A new filter is one class with `name`, `help` and `decide`, and one `register(...)` call.
+A filter declares the models whose scores it reads (`needs`); a run trains and scores only those
+(`classifier` and `random` need none, `static` only M1), and the table holds None for the rest.
+
+A new filter is one class with `name`, `help`, `needs` and `decide`, and one `register(...)` call.
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ class Filter(Protocol):
     name: str
     help: str
     automatic: bool  # whether `--auto` (the default cut) works with it
+
+    def needs(self, normalise: str) -> frozenset[str]:
+        """The models whose scores it reads (`m0`, `m1`, `m2`): the run trains and scores no other."""
+        ...
 
     def decide(
         self,
@@ -132,6 +139,9 @@ class ForgetFilter:
     help = "remove the examples with the highest forgetting score (--normalise), cut at phi"
     automatic = True
 
+    def needs(self, normalise: str) -> frozenset[str]:
+        return frozenset({"m1", "m2", *recipes.RECIPES[normalise].needs})
+
     def decide(self, records, table, threshold, normalise, seed, n_trusted=0) -> Decision:
         score, count = recipes.score_and_count(normalise, table)
         return cut_with(score, threshold, "forgetting", n_trusted, count)
@@ -144,6 +154,9 @@ class StaticFilter:
     help = "remove the examples M1 fits best (lowest NLL / highest ROUGE), cut at phi"
     automatic = True
 
+    def needs(self, normalise: str) -> frozenset[str]:
+        return frozenset({"m1"})
+
     def decide(self, records, table, threshold, normalise, seed, n_trusted=0) -> Decision:
         return cut_with(recipes.static(table), threshold, "static fit", n_trusted)
 
@@ -154,6 +167,9 @@ class RandomFilter:
     name = "random"
     help = "remove examples at random (seeded); needs --remove-fraction or --threshold in [0, 1]"
     automatic = False
+
+    def needs(self, normalise: str) -> frozenset[str]:
+        return frozenset()
 
     def decide(self, records, table, threshold, normalise, seed, n_trusted=0) -> Decision:
         if threshold.method == "auto":
@@ -171,6 +187,9 @@ class ClassifierFilter:
 
     def __init__(self, kinds: tuple[str, ...] = ("harm", "toxicity"), data_dir=None):
         self.kinds, self.data_dir = kinds, data_dir
+
+    def needs(self, normalise: str) -> frozenset[str]:
+        return frozenset()
 
     def decide(self, records, table, threshold, normalise, seed, n_trusted=0) -> Decision:
         score = self.probabilities(records)

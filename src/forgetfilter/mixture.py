@@ -8,6 +8,9 @@
   shuffled.
 * `safe.jsonl`: same-risk safe examples for the safety-finetuning stage, plus `n_helpful`
   Alpaca examples (helpful answers no other file holds) when asked.
+* `trusted.jsonl` (with `n_trusted`): clean examples in the composition of the noisy set's clean
+  part, drawn in one draw with that part and split off at random (so the two are exchangeable:
+  same sources, same groups), in no other file: what `run --trusted` calibrates the cut on.
 * `eval/<risk>.jsonl`, `eval/squad.jsonl` (SQuAD dev), `eval/alpaca.jsonl`: held-out sets.
 * `manifest.json`: config, seed, pool sizes, counts per source and label per file, sha256 per file.
 
@@ -23,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,17 +58,21 @@ class MixtureConfig:
             Alpaca) or `instruct` (80% Alpaca, 20% SQuAD, no same-risk safe examples).
         n_helpful: Alpaca examples added to the safety set (helpful answers beside the
             refusals), disjoint from the noisy and evaluation sets.
+        n_trusted: size of a clean trusted sample (`trusted.jsonl`): drawn with the noisy set's
+            clean part and split off at random (same composition, no unsafe examples), in no other
+            file.
     """
 
-    risk: str
+    risk: str = field(metadata={"choices": RISKS})
     n: int
     unsafe_ratio: float = 0.5
     n_safe: int | None = None
     n_eval: int = 300
     seed: int = 0
     allow_fewer: bool = False
-    composition: str = "paper"
+    composition: str = field(default="paper", metadata={"choices": ("paper", "instruct")})
     n_helpful: int = 0
+    n_trusted: int = 0
 
     def validate(self) -> None:
         """Raise ConfigError for values that cannot describe a mixture."""
@@ -75,9 +82,9 @@ class MixtureConfig:
             raise ConfigError("--n, --n-safe and --n-eval must not be negative")
         if not 0.0 <= self.unsafe_ratio <= 1.0:
             raise ConfigError(f"--unsafe-ratio must be in [0, 1], got {self.unsafe_ratio}")
-        if self.composition not in COMPOSITIONS or self.n_helpful < 0:
+        if self.composition not in COMPOSITIONS or self.n_helpful < 0 or self.n_trusted < 0:
             raise ConfigError(
-                f"composition must be one of {', '.join(COMPOSITIONS)} and n_helpful >= 0"
+                f"composition must be one of {', '.join(COMPOSITIONS)}; n_helpful, n_trusted >= 0"
             )
 
 
@@ -190,7 +197,8 @@ def _select_eval(cfg: MixtureConfig, groups: _Groups, data_dir: Path) -> tuple[l
 def _select_risk_sets(
     cfg: MixtureConfig, data_dir: Path, counts: dict[str, int], short: _Shortfall
 ):
-    """(unsafe, safe-in-noisy, safety set, eval set) for the configured risk, group-disjoint."""
+    """(picked {unsafe, safe, trusted}, safety set, eval set, pool sizes) for the configured risk,
+    group-disjoint."""
     groups = _Groups(
         datasets.in_partition(datasets.risk_examples(cfg.risk, data_dir), "experiment")
     )
@@ -198,20 +206,24 @@ def _select_risk_sets(
     evals, pool["eval"] = _select_eval(cfg, groups, data_dir)
     short.check(f"eval/{cfg.risk}.jsonl", cfg.n_eval, len(evals))
     picked = {}
+    n_trusted = trusted_counts(cfg)["safe"]
     for role, label, n in (
         ("unsafe", "unsafe", counts["unsafe"]),
-        ("safe", "safe", counts["safe"]),
+        ("safe", "safe", counts["safe"] + n_trusted),
     ):
         order = _training_order(groups, label, f"{cfg.seed}:{role}")
         picked[role] = groups.take(_is(label), n, order, f"{cfg.seed}:{role}", GROUP_CAP[cfg.risk])
-        short.check(f"noisy {role} ({cfg.risk})", n, len(picked[role]))
+    picked["safe"], picked["trusted"] = _split_off(picked["safe"], n_trusted, cfg.seed)
+    short.check(f"noisy unsafe ({cfg.risk})", counts["unsafe"], len(picked["unsafe"]))
+    short.check(f"noisy safe ({cfg.risk})", counts["safe"], len(picked["safe"]))
+    short.check(f"trusted safe ({cfg.risk})", n_trusted, len(picked["trusted"]))
     left = groups.available(_is("safe"))
     n_safe = min(DEFAULT_MAX_SAFE, left) if cfg.n_safe is None else cfg.n_safe
     order = _training_order(groups, "safe", f"{cfg.seed}:safety")
     safety = groups.take(_is("safe"), n_safe, order, f"{cfg.seed}:safety")
     short.check("safe.jsonl", n_safe, len(safety))
     pool["safe_left_for_safety_set"] = left
-    return picked["unsafe"], picked["safe"], safety, evals, pool
+    return picked, safety, evals, pool
 
 
 def _training_order(groups: _Groups, label: str, tag: str) -> Callable[[str], Any]:
@@ -228,18 +240,38 @@ def _select_task(cfg: MixtureConfig, data_dir: Path, counts: dict[str, int], sho
     )
     squad_eval = sorted(dev, key=lambda e: _hash("eval", e.id))[: cfg.n_eval]
     alpaca_eval, alpaca_rest = alpaca[: cfg.n_eval], alpaca[cfg.n_eval :]
-    squad_train = _sample(squad, counts["squad"], f"{cfg.seed}:squad")
-    drawn = _sample(alpaca_rest, counts["alpaca"] + cfg.n_helpful, f"{cfg.seed}:alpaca")
-    alpaca_train, helpful = drawn[: counts["alpaca"]], drawn[counts["alpaca"] :]
+    extra = trusted_counts(cfg)
+    squad_drawn = _sample(squad, counts["squad"] + extra["squad"], f"{cfg.seed}:squad")
+    squad_train, squad_trusted = _split_off(squad_drawn, extra["squad"], cfg.seed)
+    n_alpaca = counts["alpaca"] + extra["alpaca"]
+    drawn = _sample(alpaca_rest, n_alpaca + cfg.n_helpful, f"{cfg.seed}:alpaca")
+    alpaca_train, alpaca_trusted = _split_off(drawn[:n_alpaca], extra["alpaca"], cfg.seed)
+    helpful = drawn[n_alpaca:]
+    trusted = squad_trusted + alpaca_trusted
     for name, want, got in (
         ("noisy squad", counts["squad"], squad_train),
         ("noisy alpaca", counts["alpaca"], alpaca_train),
         ("safe.jsonl helpful", cfg.n_helpful, helpful),
+        ("trusted squad and alpaca", extra["squad"] + extra["alpaca"], trusted),
         ("eval/squad.jsonl", cfg.n_eval, squad_eval),
         ("eval/alpaca.jsonl", cfg.n_eval, alpaca_eval),
     ):
         short.check(name, want, len(got))
-    return squad_train, alpaca_train, squad_eval, alpaca_eval, helpful
+    return squad_train, alpaca_train, squad_eval, alpaca_eval, helpful, trusted
+
+
+def _split_off(drawn: list[Example], k: int, seed: int) -> tuple[list[Example], list[Example]]:
+    """(the rest, k of `drawn` chosen at random): the trusted sample is a random part of one draw
+    with the noisy set's clean examples, so the two are exchangeable (same groups, same sources)."""
+    if not k:
+        return drawn, []
+    chosen = {e.id for e in sorted(drawn, key=lambda e: _hash(f"{seed}:trusted", e.id))[:k]}
+    return [e for e in drawn if e.id not in chosen], [e for e in drawn if e.id in chosen]
+
+
+def trusted_counts(cfg: MixtureConfig) -> dict[str, int]:
+    """Composition of the trusted sample: the noisy set's without unsafe examples."""
+    return mixture_counts(cfg.n_trusted, 0.0, cfg.composition)
 
 
 def _sample(pool: list[Example], n: int, tag: str) -> list[Example]:
@@ -255,8 +287,11 @@ def build_mixture(cfg: MixtureConfig, data_dir: str | Path, out_dir: str | Path)
     cfg.validate()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     counts, short = mixture_counts(cfg.n, cfg.unsafe_ratio, cfg.composition), _Shortfall()
-    unsafe, safe_in, safety, evals, pool = _select_risk_sets(cfg, data_dir, counts, short)
-    squad, alpaca, squad_eval, alpaca_eval, helpful = _select_task(cfg, data_dir, counts, short)
+    picked, safety, evals, pool = _select_risk_sets(cfg, data_dir, counts, short)
+    unsafe, safe_in, safe_trusted = picked["unsafe"], picked["safe"], picked["trusted"]
+    squad, alpaca, squad_eval, alpaca_eval, helpful, task_trusted = _select_task(
+        cfg, data_dir, counts, short
+    )
     if helpful:
         safety = sorted(safety + helpful, key=lambda e: _hash(f"{cfg.seed}:safety", e.id))
     if short.items and not cfg.allow_fewer:
@@ -267,6 +302,7 @@ def build_mixture(cfg: MixtureConfig, data_dir: str | Path, out_dir: str | Path)
     files = {
         "noisy.jsonl": noisy,
         "safe.jsonl": safety,
+        **({"trusted.jsonl": _trusted(cfg, safe_trusted + task_trusted)} if cfg.n_trusted else {}),
         f"eval/{cfg.risk}.jsonl": evals,
         "eval/squad.jsonl": squad_eval,
         "eval/alpaca.jsonl": alpaca_eval,
@@ -275,6 +311,10 @@ def build_mixture(cfg: MixtureConfig, data_dir: str | Path, out_dir: str | Path)
     manifest["files"] = {name: _write(out_dir / name, exs) for name, exs in files.items()}
     write_json(out_dir / "manifest.json", manifest)
     return manifest
+
+
+def _trusted(cfg: MixtureConfig, examples: list[Example]) -> list[Example]:
+    return sorted(examples, key=lambda e: _hash(f"{cfg.seed}:trusted", e.id))
 
 
 def _write(path: Path, examples: list[Example]) -> dict[str, Any]:
@@ -293,7 +333,7 @@ def _manifest(
             k: v
             for k, v in asdict(cfg).items()
             if not (
-                k in ("composition", "n_helpful")
+                k in ("composition", "n_helpful", "n_trusted")
                 and v == MixtureConfig.__dataclass_fields__[k].default
             )
         },

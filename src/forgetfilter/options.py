@@ -36,7 +36,7 @@ NOISY_ONLY = ("lr", "epochs", "max_steps")
 # Fields no flag sets: stage seeds follow `RunConfig.seed`, the safety finetune's length follows
 # `safety_steps`, and the safety finetune trains the noisy finetune's adapter (its LoRA settings).
 NOT_FLAGS = {"model", "noisy_train.seed", "safety_train.seed", "threshold.seed"}
-SAFETY_SKIPPED = ("epochs", "max_steps", "lora", "prompt_format", "assistant_turns")
+SAFETY_SKIPPED = ("epochs", "max_steps", "lora", "prompt_format", "assistant_turns", "report_to")
 # Flags kept under their established names.
 RENAMED = {"final": "--no-final"}
 
@@ -50,6 +50,7 @@ class Option:
     type: Any
     help: str
     choices: tuple | None = None
+    required: bool = False
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -166,6 +167,24 @@ def eval_options() -> list[Option]:
     return options
 
 
+def mixture_options() -> list[Option]:
+    """Every flag of `forgetfilter data build`: one per `MixtureConfig` field."""
+    from .mixture import MixtureConfig
+
+    docs = field_docs(MixtureConfig)
+    return [
+        Option(
+            "--" + _dash(path),
+            (path,),
+            hint,
+            docs.get(f.name, ""),
+            f.metadata.get("choices"),
+            required=f.default is dataclasses.MISSING,
+        )
+        for path, hint, f, _ in _leaves(MixtureConfig)
+    ]
+
+
 def build_eval_config(settings: dict[str, Any]):
     """`EvalConfig()` with `settings` (field -> value) applied."""
     from .evaluation import EvalConfig
@@ -191,7 +210,10 @@ def add_options(group, options: list[Option], modes: bool = True) -> list[Option
     for opt in options:
         kind, is_tuple = _base_type(opt.type)
         text = f"turn off: {opt.help}" if opt.flag.startswith("--no-") else opt.help
+        text = text.replace("%", "%%")
         kw: dict[str, Any] = {"dest": _dest(opt), "default": argparse.SUPPRESS, "help": text}
+        if opt.required:
+            kw["required"] = True
         if kind is not bool and not opt.choices:
             kw["metavar"] = opt.paths[0].rsplit(".", 1)[-1].upper()
         if kind is bool:

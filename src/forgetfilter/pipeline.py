@@ -37,6 +37,7 @@ import dataclasses
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -163,6 +164,8 @@ class RunConfig:
         d = asdict(self)
         d.pop("final")
         d.pop("compile_generation")
+        for stage in ("noisy_train", "safety_train"):  # where metrics go changes no result
+            d[stage].pop("report_to")
         d["model"] = canonical_name(self.model)
         return d
 
@@ -318,6 +321,19 @@ class Stage:
     main_only: bool = False
 
 
+def needed(cfg: RunConfig) -> frozenset[str]:
+    """The models a run trains and scores: what its filter reads (`filters.Filter.needs`), plus
+    M0 beside M1 for an NLL-like signal (the scores file records learning, M1 against M0)."""
+    need = filters.get(cfg.filter).needs(cfg.normalise)
+    if "m1" in need and signals.kind_of(cfg.signal) == "nll":
+        need |= {"m0"}
+    return need | ({"m1"} if "m2" in need else set())
+
+
+def _needs(model: str) -> Callable[[State], bool]:
+    return lambda s: model in needed(s.cfg)
+
+
 def _score(model: Callable[[State], str], name: str) -> Callable[[State], object]:
     return lambda s: score_stage(
         model(s), s.scored, s.run.dir / f"{name}.jsonl", s.cfg, s.ranks, s.progress
@@ -336,7 +352,7 @@ PIPELINE: tuple[Stage, ...] = (
         "scores_m0",
         ("scores_m0.*",),
         _score(lambda s: s.cfg.model, "scores_m0"),
-        when=lambda s: signals.kind_of(s.cfg.signal) == "nll",
+        when=_needs("m0"),
     ),
     Stage(
         "m1",
@@ -344,16 +360,28 @@ PIPELINE: tuple[Stage, ...] = (
         lambda s: train_stage(
             s.cfg.model, s.scored, s.run.dir / "m1", noisy_cfg(s.cfg), s.progress
         ),
+        when=_needs("m1"),
     ),
-    Stage("scores_before", ("scores_before.*",), _score(lambda s: s["m1"], "scores_before")),
+    Stage(
+        "scores_before",
+        ("scores_before.*",),
+        _score(lambda s: s["m1"], "scores_before"),
+        when=_needs("m1"),
+    ),
     Stage(
         "m2",
         ("m2", "curve"),
         lambda s: safety_stage(
             s["m1"], s.results["inputs"][1], s.scored, s.run.dir, s.cfg, s.ranks.main, s.progress
         ),
+        when=_needs("m2"),
     ),
-    Stage("scores_after", ("scores_after.*",), _score(lambda s: s["m2"], "scores_after")),
+    Stage(
+        "scores_after",
+        ("scores_after.*",),
+        _score(lambda s: s["m2"], "scores_after"),
+        when=_needs("m2"),
+    ),
     Stage(
         "filter",
         ("filter.json", "scores.jsonl", "kept.jsonl", "removed.jsonl", "trusted_scores.jsonl"),
@@ -385,7 +413,7 @@ STAGES = tuple(stage.name for stage in PIPELINE)
 # Progress bar names of the training stages.
 STAGE_LABELS = {"m1": "m1: noisy finetune", "m2": "m2: safety finetune", "final": "final finetune"}
 # What a run writes besides its stages' outputs.
-RUN_FILES = ("summary.json", "timings.json")
+RUN_FILES = ("summary.json", "timings.json", "report.html", "report")
 
 
 def _run_stages(
@@ -416,9 +444,27 @@ def _run_stages(
             "examples (choose a higher --threshold or a smaller --remove-fraction)"
         )
     summary = summarise(run, choice, final_skipped) if ranks.main else None
+    if ranks.main:
+        write_report(run.dir)
     ranks.barrier()
     summary = summary or io.read_json(run.dir / "summary.json")
     return RunResult(run.dir, summary, [ex.id for ex in kept], sorted(removed))
+
+
+def write_report(run_dir: Path) -> Path | None:
+    """`report.html` and report/*.png of a finished run; a failure is a warning, not a lost run
+    (`forgetfilter report RUN_DIR` writes it again)."""
+    from .run_report import write_run_report
+
+    try:
+        return write_run_report(run_dir)
+    except Exception as exc:  # noqa: BLE001 - the run's results are written; the report is extra
+        print(
+            f"warning: report.html not written ({type(exc).__name__}: {exc}); "
+            f"`forgetfilter report {run_dir}` retries",
+            file=sys.stderr,
+        )
+        return None
 
 
 # ------------------------------------------------------------------ configuration and inputs
@@ -475,12 +521,15 @@ def _discard_outputs(out_dir: Path) -> None:
 def _canonical(recorded: dict) -> dict:
     """A recorded fingerprint with its model as `canonical_name` (older versions: as given)."""
     from .models import canonical_name
+    from .thresholds import ADDED_FIELDS as THRESHOLD_ADDED
     from .training import ADDED_FIELDS
 
     out = {"filter": "forgetfilter", **recorded, "model": canonical_name(recorded.get("model", ""))}
     for key in ("noisy_train", "safety_train"):
         if isinstance(out.get(key), dict):
             out[key] = {**ADDED_FIELDS, **out[key]}
+    if isinstance(out.get("threshold"), dict):
+        out["threshold"] = {**THRESHOLD_ADDED, **out["threshold"]}
     return out
 
 
@@ -757,16 +806,17 @@ def _load(model_path: str, device: str | None, dtype: str | None):
 def filter_stage(
     run_dir: Path,
     noisy: Sequence[Example],
-    before: np.ndarray,
-    after: np.ndarray,
+    before: np.ndarray | None,
+    after: np.ndarray | None,
     cfg: RunConfig,
     reference: np.ndarray | None = None,
     trusted: Sequence[Example] = (),
 ) -> tuple[ThresholdChoice, set[str]]:
     """Compute forgetting, choose phi, and write scores.jsonl, kept.jsonl and removed.jsonl.
 
-    `reference` (scores on M0) is recorded in scores.jsonl and enters the score only with
-    `relative+learning`.
+    `before`, `after` and `reference` are the scores on M1, M2 and M0, each None when the filter
+    did not need that model (`needed`). `reference` is recorded in scores.jsonl and enters the
+    score only with `relative+learning`.
     """
     path = run_dir / "filter.json"
     if path.exists() and (run_dir / "removed.jsonl").exists():
@@ -807,13 +857,13 @@ _CHOICE_FIELDS = ("phi", "method", "reason", "n_removed", "n_total", "details")
 def curve_auc(
     curve_dir: Path,
     noisy: Sequence[Example],
-    before: np.ndarray,
+    before: np.ndarray | None,
     cfg: RunConfig,
     reference: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """Mean forgetting over the checkpoints of safety finetuning (area under each example's curve)."""
     files = sorted(curve_dir.glob("step-*.jsonl")) if curve_dir.exists() else []
-    if not files:
+    if not files or before is None:
         return None
     curves = [_scores_in_order(io.read_jsonl(f), noisy, f) for f in files]
     return np.mean(
@@ -824,21 +874,19 @@ def curve_auc(
 def write_filter_outputs(run_dir, noisy, scores, score, curve, removed: dict[str, str]) -> None:
     """The audit trail: every input id in exactly one of kept.jsonl and removed.jsonl.
 
-    `scores` is (before, after, reference): scores on M1, on M2 and (or None) on M0; `score` the
-    filter's score; `removed` id -> reason for every removed example.
+    `scores` is (before, after, reference): scores on M1, on M2 and on M0, each None when the run
+    did not score that model (and then absent from scores.jsonl); `score` the filter's score (the
+    `forgetting` column, whichever filter made it); `removed` id -> reason for every removed one.
     """
     before, after, reference = scores
     rows, kept_rows, removed_rows = [], [], []
     for i, ex in enumerate(noisy):
         is_removed = ex.id in removed
-        row = {
-            "id": ex.id,
-            "line": ex.line,
-            "before": before[i],
-            "after": after[i],
-            "forgetting": round(float(score[i]), 6),
-            "removed": is_removed,
-        }
+        row = {"id": ex.id, "line": ex.line}
+        for key, values in (("before", before), ("after", after)):
+            if values is not None:
+                row[key] = values[i]
+        row |= {"forgetting": round(float(score[i]), 6), "removed": is_removed}
         if reference is not None:
             row["m0"] = reference[i]
         if curve is not None:

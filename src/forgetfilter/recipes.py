@@ -28,14 +28,14 @@ class ScoreTable:
 
     Attributes:
         signal: the signal's name (`signals`); its kind says which way is better learned.
-        m1: scores on M1 (before safety finetuning).
-        m2: scores on M2 (after it).
+        m1: scores on M1 (before safety finetuning; None when the filter needs no M1).
+        m2: scores on M2 (after it; None when the filter needs no M2).
         m0: scores on the aligned model M0 (None when not scored).
     """
 
     signal: str
-    m1: np.ndarray
-    m2: np.ndarray
+    m1: np.ndarray | None
+    m2: np.ndarray | None
     m0: np.ndarray | None = None
 
     @property

@@ -59,12 +59,16 @@ class Image:
     caption: str = ""
 
 
+class Raw(str):
+    """A block of ready HTML, inserted as it is (plain text blocks are escaped)."""
+
+
 @dataclass
 class Section:
     """A titled part of the report: text strings, `Table`s and `Image`s in order."""
 
     title: str
-    blocks: list[str | Table | Image] = field(default_factory=list)
+    blocks: list[str | Table | Image | Raw] = field(default_factory=list)
 
 
 def as_section(obj: Section | Mapping[str, Any]) -> Section:
@@ -153,6 +157,10 @@ text-align:right}th{background:#f0f0f0}td:first-child,th:first-child{text-align:
 caption{caption-side:top;text-align:left;font-style:italic;padding:.3em 0}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-style:italic;color:#555}
 code{background:#f4f4f4;padding:0 .2em;border-radius:3px}.meta{color:#666;font-size:.85em}
+.example{border:1px solid #ddd;border-radius:4px;padding:.5em .8em;margin:.7em 0}
+pre.ex{white-space:pre-wrap;word-break:break-word;background:#fafafa;padding:.4em;margin:.3em 0}
+td.txt{text-align:left;max-width:480px}#removed th{cursor:pointer}
+input[type=search]{width:60%;padding:.3em;margin:.5em 0}
 """
 
 
@@ -211,6 +219,8 @@ def block_html(block: str | Table | Image) -> str:
         return table_html(block)
     if isinstance(block, Image):
         return image_html(block)
+    if isinstance(block, Raw):
+        return str(block)
     return text_html(str(block))
 
 

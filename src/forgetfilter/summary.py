@@ -74,7 +74,8 @@ def threshold_warning(choice: ThresholdChoice) -> str | None:
     if capped:
         return (
             f"the cap binds: the cut would have removed {capped['would_remove']} of "
-            f"{choice.n_total} examples, --remove-at-most allows {capped['limit']}"
+            f"{choice.n_total} examples, the removal cap (`threshold.max_remove`, --remove-at-most) "
+            f"allows {capped['limit']}"
         )
     if choice.degenerate:
         what = "nothing" if choice.n_removed == 0 else "everything"
@@ -89,9 +90,11 @@ def threshold_warning(choice: ThresholdChoice) -> str | None:
 
 
 def prompt_format(run_dir: Path) -> dict:
-    """The prompt format the noisy finetune used (`chat`: the tokenizer's chat template)."""
-    path = run_dir / "m1" / "train_state.json"
-    state = io.read_json(path) if path.exists() else {}
+    """The prompt format the noisy finetune used (`chat`: the tokenizer's chat template); the
+    final finetune's when the filter needed no M1."""
+    paths = [run_dir / stage / "train_state.json" for stage in ("m1", "final")]
+    path = next((p for p in paths if p.exists()), None)
+    state = io.read_json(path) if path else {}
     config = state.get("config", {})
     return {
         "requested": config.get("prompt_format", "auto"),
@@ -160,23 +163,31 @@ def label_quality(records: list[dict], rows: list[dict], signal: str = "loss") -
             [r["removed"] for r in rows], unsafe, [r["forgetting"] for r in rows]
         )
     }
+    rankings = _rankings(rows, signal) if rows and "before" in rows[0] else {}
+    for name, values in rankings.items():
+        q[name] = filter_quality([False] * len(rows), unsafe, values.tolist())
+    q["static_baseline"] = q.get("static_low_nll_before") or q.get("static_high_rouge_before")
+    return q
+
+
+def _rankings(rows: list[dict], signal: str) -> dict[str, np.ndarray]:
+    """Every label-free ranking the scores file allows besides the filter's own."""
     before = np.array([r["before"] for r in rows])
-    after = np.array([r["after"] for r in rows])
+    after = np.array([r["after"] for r in rows]) if "after" in rows[0] else None
     nll = kind_of(signal) == "nll"
     rankings = {
         "static_low_nll_before" if nll else "static_high_rouge_before": static_fit(
             ScoreTable(signal, before, after)
         )
     }
-    m0 = np.array([r["m0"] for r in rows]) if rows and "m0" in rows[0] else None
+    m0 = np.array([r["m0"] for r in rows]) if "m0" in rows[0] else None
     for name, recipe in RECIPES.items():  # every recipe this run's scores allow
+        if after is None:
+            break
         if kind_of(signal) in recipe.kinds and (m0 is not None or "m0" not in recipe.needs):
             rankings[f"forgetting_{name}"] = forgetting(before, after, signal, name, m0)
-    if rows and "curve_auc" in rows[0]:
+    if "curve_auc" in rows[0]:
         rankings["curve_auc"] = np.array([r["curve_auc"] for r in rows])
     if m0 is not None:
         rankings["learning"] = learning(m0, before)
-    for name, values in rankings.items():
-        q[name] = filter_quality([False] * len(rows), unsafe, values.tolist())
-    q["static_baseline"] = q.get("static_low_nll_before") or q.get("static_high_rouge_before")
-    return q
+    return rankings

@@ -28,6 +28,10 @@ class ThresholdConfig:
             None = no cap.
         max_false_removal: with a trusted sample, `auto` becomes the split-conformal cut that
             removes at most this expected share of the clean examples (`conformal`).
+        min_dip: `auto` without a trusted sample removes a group of forgotten examples only
+            when the fitted score density has a second mode: it dips by at least this share
+            between the bulk and the group (0.1 = the density falls 10% below the later peak);
+            None = any higher component the mixture fit finds is removed.
     """
 
     method: str = "auto"
@@ -36,6 +40,11 @@ class ThresholdConfig:
     seed: int = 0
     max_remove: float | None = None
     max_false_removal: float = 0.05
+    min_dip: float | None = None
+
+
+# Fields added after runs were first recorded, with the value that reproduces those runs.
+ADDED_FIELDS = {"max_false_removal": 0.05, "min_dip": None}
 
 
 @dataclass
@@ -141,7 +150,8 @@ def capped(
         return choice
     phi = float(scores.max()) if limit == 0 else _phi_for_top(scores, limit)
     reason = (
-        f"{choice.reason}; capped by --remove-at-most {max_remove:g}: the cut would have removed "
+        f"{choice.reason}; capped by the removal cap {max_remove:g} (`threshold.max_remove`, "
+        f"--remove-at-most): the cut would have removed "
         f"{choice.n_removed}, the cap allows {limit}"
     )
     details = choice.details | {"capped": {"would_remove": choice.n_removed, "limit": limit}}
@@ -158,9 +168,10 @@ def _choose(
     if cfg.method == "fraction":
         return _by_fraction(scores, cfg.fraction)
     if cfg.method == "auto" and count_scores is not None:
-        return _auto_count(scores, np.asarray(count_scores, dtype=np.float64), cfg.seed)
+        count_scores = np.asarray(count_scores, dtype=np.float64)
+        return _auto_count(scores, count_scores, cfg.seed, cfg.min_dip)
     if cfg.method == "auto":
-        return _auto(scores, cfg.seed)
+        return _auto(scores, cfg.seed, min_dip=cfg.min_dip)
     raise ValueError(f"unknown threshold method {cfg.method!r}; choose from {METHODS}")
 
 
@@ -190,9 +201,11 @@ def _phi_for_top(scores: np.ndarray, k: int) -> float:
     return float((ordered[k - 1] + lowest_kept) / 2)
 
 
-def _auto_count(scores: np.ndarray, count_scores: np.ndarray, seed: int) -> ThresholdChoice:
+def _auto_count(
+    scores: np.ndarray, count_scores: np.ndarray, seed: int, min_dip: float | None = None
+) -> ThresholdChoice:
     """`_auto` on `count_scores` decides how many to remove; the highest `scores` are removed."""
-    counted = _auto(count_scores, seed)
+    counted = _auto(count_scores, seed, min_dip=min_dip)
     k = counted.n_removed
     details = {"count": counted.to_dict()}
     if k == 0:
@@ -209,7 +222,12 @@ def _auto_count(scores: np.ndarray, count_scores: np.ndarray, seed: int) -> Thre
 MIN_SEPARATION = 1.0  # mean gap / pooled sd for a component below the median one to count as apart
 
 
-def _auto(scores: np.ndarray, seed: int, max_components: int = 4) -> ThresholdChoice:
+def _auto(
+    scores: np.ndarray,
+    seed: int,
+    max_components: int = 4,
+    min_dip: float | None = None,
+) -> ThresholdChoice:
     """Gaussian mixtures with 1..4 components, the number chosen by BIC.
 
     The component holding the median example is the bulk, and components with a higher mean hold
@@ -218,6 +236,13 @@ def _auto(scores: np.ndarray, seed: int, max_components: int = 4) -> ThresholdCh
     component is the bulk instead, provided it stands apart (separation >= MIN_SEPARATION pooled
     sd); otherwise nothing stands out. phi is the lowest score above the bulk's mean at which the
     forgotten components become the likelier explanation, so every score above phi is removed.
+
+    With `min_dip`, the fitted density must have a second mode above the bulk: fall by at least
+    that share somewhere between the bulk's mean and a later peak (`density_dip`). Otherwise the
+    higher components only shape a skewed or heavy tail of one group (BIC adds them there too),
+    and nothing is removed, saying so. `details["high_weight"]` is the fitted share of the
+    components above the bulk (0 when nothing is removed): an estimate of the forgotten share from
+    the score distribution alone.
     """
     from sklearn.mixture import GaussianMixture
 
@@ -239,10 +264,17 @@ def _auto(scores: np.ndarray, seed: int, max_components: int = 4) -> ThresholdCh
         "median_component": median_comp,
         "bulk": bulk,
     }
+    details["high_weight"] = 0.0
     if k == 1 or bulk is None:
         return _finish(scores, float(scores.max()), "auto", _nothing_reason(k, ks), details)
+    above = np.flatnonzero(means > means[bulk])
+    details["dip"] = density_dip(gm, means[bulk], float(scores.max()))
+    if min_dip is not None and details["dip"] < min_dip:
+        reason = _no_group_reason(details["dip"], min_dip)
+        return _finish(scores, float(scores.max()), "auto", reason, details)
+    details["high_weight"] = float(gm.weights_[above].sum())
     phi = _crossing(scores, gm, means, bulk)
-    high = int((means > means[bulk]).sum())
+    high = int(above.size)
     where = (
         f"the component holding the median example (mean {means[median_comp]:.3g}) is the most "
         f"forgotten one, so half of the examples or more are forgotten; the next lower component "
@@ -255,6 +287,27 @@ def _auto(scores: np.ndarray, seed: int, max_components: int = 4) -> ThresholdCh
         f"{high} component(s) with a higher mean hold the strongly forgotten examples: phi = {phi:.4g}"
     )
     return _finish(scores, phi, "auto", reason, details)
+
+
+def density_dip(gm, start: float, stop: float, points: int = 1024) -> float:
+    """How far the fitted density falls between `start` and a later peak before `stop`: the
+    largest 1 - f(valley) / f(peak) over valley < peak on a grid (0 when it only falls)."""
+    if stop <= start:
+        return 0.0
+    grid = np.linspace(start, stop, points)
+    f = np.exp(gm.score_samples(grid.reshape(-1, 1)))
+    valley = np.minimum.accumulate(f)
+    return float(np.max(1.0 - valley / np.maximum(f, 1e-300)))
+
+
+def _no_group_reason(dip: float, min_dip: float) -> str:
+    return (
+        f"no separate group of strongly forgotten examples: the fitted score density has no "
+        f"second mode above the bulk (it dips by {dip:.0%} at most, {min_dip:.0%} needed), so the "
+        "higher components shape the tail of one group; nothing removed. To cut anyway: a trusted "
+        "sample of clean data (--trusted, with a bound on the clean data removed), "
+        "--remove-fraction, or --threshold"
+    )
 
 
 def _bulk(means: np.ndarray, sds: np.ndarray, median_comp: int) -> tuple[int | None, bool]:

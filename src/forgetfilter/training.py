@@ -80,7 +80,9 @@ STATE_FILE = "train_state.json"
 # Config fields added after runs were first recorded, with the value those runs had in effect.
 ADDED_FIELDS = {"prompt_format": "auto", "assistant_turns": "last"}
 # Config fields that may change between a run and its resumption.
-_RESUMABLE_CHANGES = ("save_every", "log_every")
+_RESUMABLE_CHANGES = ("save_every", "log_every", "report_to")
+# Where `report_to` sends the metrics (accelerate's trackers); `none` keeps them in log.jsonl only.
+TRACKERS = ("none", "tensorboard", "wandb")
 
 Callback = Callable[[int, Any, Any], None]
 
@@ -113,6 +115,9 @@ class TrainConfig:
         dtype: `fp32|bf16|fp16` compute precision (None: bf16 on a capable GPU, else fp32);
             full finetuning keeps fp32 master weights and uses autocast.
         log_every: steps between log lines (and progress bar updates).
+        report_to: `none`, `tensorboard` (events under `<out>/tensorboard/<out name>/`) or
+            `wandb` (run named after the output directory): loss, lr and tokens/s of every
+            logged step through accelerate's trackers, besides log.jsonl. Needs the package.
     """
 
     lr: float = 2e-4
@@ -134,9 +139,11 @@ class TrainConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     dtype: str | None = field(default=None, metadata={"choices": ("fp32", "bf16", "fp16")})
     log_every: int = 1
+    report_to: str = field(default="none", metadata={"choices": TRACKERS})
 
     def validate(self) -> None:
         """Raise ConfigError for settings that cannot work."""
+        _check_tracker(self.report_to)
         if self.loss_on not in ("response", "full"):
             raise ConfigError(f"`loss_on` must be 'response' or 'full', not {self.loss_on!r}")
         if self.finetune not in ("lora", "full"):
@@ -251,6 +258,19 @@ def data_fingerprint(records: Sequence[Example]) -> str:
     return h.hexdigest()[:16]
 
 
+def _check_tracker(report_to: str) -> None:
+    if report_to not in TRACKERS:
+        raise ConfigError(f"`report_to` must be one of {', '.join(TRACKERS)}, not {report_to!r}")
+    if report_to != "none":
+        import importlib.util
+
+        if importlib.util.find_spec(report_to) is None:
+            raise ConfigError(
+                f"`report_to` {report_to} needs the {report_to} package: "
+                f"pip install 'forgetfilter[{report_to}]'"
+            )
+
+
 # ---------------------------------------------------------------- entry point
 def train(
     model: str | Path,
@@ -276,50 +296,45 @@ def train(
     cfg.validate()
     if not records:
         raise ConfigError("no training records")
-    out_dir = Path(out_dir)
-    run = _Run(str(model), records, out_dir, cfg, progress, label)
-    done = run.completed_result() if resume else None
+    out = _RunDir(
+        Path(out_dir), str(model), _identity(str(model), records, cfg, Path(out_dir)), cfg
+    )
+    done = out.completed_result() if resume else None
     if done is not None:
         return done
     if not resume:
-        run.clear_outputs()
-    return run.execute(callback, callback_every)
+        out.clear()
+    run = _Run(_setup(str(model), records, out, cfg), records, out, cfg, progress, label)
+    return run.loop(callback, callback_every)
 
 
-class _Run:
-    """One training run: setup, the step loop, checkpoints and the final save."""
+def _identity(model: str, records: Sequence[Example], cfg: TrainConfig, out_dir: Path) -> dict:
+    """What a checkpoint or a finished run must match to be resumed or reused."""
+    return {
+        "model": _portable(model, out_dir),
+        "config": cfg.to_dict(),
+        "data": data_fingerprint(records),
+        "n_records": len(records),
+    }
 
-    def __init__(
-        self,
-        model: str,
-        records: Sequence[Example],
-        out_dir: Path,
-        cfg: TrainConfig,
-        progress: bool,
-        label: str = "train",
-    ):
-        self.model_name, self.records, self.out_dir, self.cfg = model, records, out_dir, cfg
-        self.progress, self.label = progress, label
-        self.fingerprint = data_fingerprint(records)
-        self.identity = {
-            "model": _portable(model, out_dir),
-            "config": cfg.to_dict(),
-            "data": self.fingerprint,
-            "n_records": len(records),
-        }
 
-    # ---- completed runs and outputs
+class _RunDir:
+    """A training output directory: the finished run, its checkpoints and its log."""
+
+    def __init__(self, path: Path, model_name: str, identity: dict, cfg: TrainConfig):
+        self.path, self.model_name, self.identity = path, model_name, identity
+        self.keep = cfg.keep_checkpoints
+
     def completed_result(self) -> TrainResult | None:
-        path = self.out_dir / STATE_FILE
-        if not path.exists():
-            return None
-        state = io.read_json(path)
+        """The recorded result of a finished run with this identity (None when unfinished)."""
+        path = self.path / STATE_FILE
+        state = io.read_json(path) if path.exists() else {}
         if not state.get("complete"):
             return None
         self.check_identity(state, "a completed run")
         return TrainResult(
-            out_dir=self.out_dir,
-            model_dir=self.out_dir / "model",
+            out_dir=self.path,
+            model_dir=self.path / "model",
             steps=state["steps"],
             tokens=state["tokens"],
             final_loss=state.get("final_loss"),
@@ -329,104 +344,193 @@ class _Run:
         )
 
     def check_identity(self, state: dict, what: str) -> None:
+        """ConfigError naming the settings in which `state` differs from this run."""
         theirs = dict(state.get("identity", {}))
         if _same_path(theirs.get("model"), self.model_name):  # recorded before paths were portable
             theirs["model"] = self.identity["model"]
         changed = _differences(_comparable(self.identity), _comparable(theirs))
         if changed:
             raise ConfigError(
-                f"{self.out_dir} holds {what} with different settings ({', '.join(changed)}); "
+                f"{self.path} holds {what} with different settings ({', '.join(changed)}); "
                 "use another output directory or --no-resume to start over"
             )
 
-    def clear_outputs(self) -> None:
-        for name in ("checkpoints", "model"):
-            shutil.rmtree(self.out_dir / name, ignore_errors=True)
+    def clear(self) -> None:
+        for name in ("checkpoints", "model", *TRACKERS[1:]):
+            shutil.rmtree(self.path / name, ignore_errors=True)
         for name in (STATE_FILE, "log.jsonl"):
-            (self.out_dir / name).unlink(missing_ok=True)
+            (self.path / name).unlink(missing_ok=True)
 
-    # ---- setup
-    def execute(self, callback: Callback | None, callback_every: int) -> TrainResult:
-        from accelerate import Accelerator
-
-        dtype = resolve_dtype(self.cfg.dtype, "cuda" if torch.cuda.is_available() else "cpu")
-        mixed = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "no")
-        _allow_precision(mixed)
-        acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed)
-        self.acc, self.world = acc, acc.num_processes
-        start_ckpt = self.last_checkpoint()
-        _seed_everything(self.cfg.seed)
-        model, tokenizer = self.load(start_ckpt, dtype)
-        self.tokenizer = tokenizer
-        self.encoded = self.encode(model)
-        self.plan = _make_plan([len(e.input_ids) for e in self.encoded], self.cfg, self.world)
-        optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad],
-            lr=self.cfg.lr,
-            weight_decay=self.cfg.weight_decay,
-        )
-        self.model, self.optimizer = acc.prepare(model, optimizer)
-        self.restore(start_ckpt)
-        return self.loop(callback, callback_every)
-
-    def last_checkpoint(self) -> Path | None:
-        ckpt_root = self.out_dir / "checkpoints"
-        done = sorted(
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """(step, path) of every complete checkpoint, in step order."""
+        return sorted(
             (int(p.name.split("-")[1]), p)
-            for p in ckpt_root.glob("step-*")
+            for p in (self.path / "checkpoints").glob("step-*")
             if p.name.split("-")[1].isdigit() and (p / "state.json").exists()
         )
+
+    def last_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint, checked against this run's identity."""
+        done = self.checkpoints()
         if not done:
             return None
         path = done[-1][1]
         self.check_identity(io.read_json(path / "state.json"), f"a checkpoint ({path.name})")
         return path
 
-    def load(self, ckpt: Path | None, dtype: torch.dtype) -> tuple[Any, Any]:
-        """The starting model: the checkpoint's weights when resuming, else the base (+ LoRA).
-
-        Starting from a LoRA adapter (e.g. a previous run's `model/`), `lora` finetuning goes on
-        training that adapter (its own rank and targets) and `full` finetuning merges it first.
-        """
-        load_dtype = torch.float32 if self.cfg.finetune == "full" else dtype
-        device = self.acc.device
-        if ckpt is not None:
-            return load_model(ckpt / "model", dtype=load_dtype, device=device, trainable=True)
-        model, tokenizer = load_model(
-            self.model_name, dtype=load_dtype, device=device, trainable=True
+    def prune(self) -> None:
+        """Delete all but the newest `keep_checkpoints` checkpoints (0 keeps all)."""
+        if self.keep <= 0:
+            return
+        ckpts = sorted(
+            (int(p.name.split("-")[1]), p) for p in (self.path / "checkpoints").glob("step-*")
         )
-        if is_peft_model(model) and self.cfg.finetune == "full":
-            model = model.merge_and_unload().requires_grad_(True)
-        elif not is_peft_model(model) and self.cfg.finetune == "lora":
-            model = apply_lora(model, self.cfg.lora)
-        return model, tokenizer
+        for _, path in ckpts[: -self.keep]:
+            shutil.rmtree(path, ignore_errors=True)
 
-    def encode(self, model: Any) -> list[batching.Encoded]:
-        self.max_length = max_length = cap_length(model, self.cfg.max_length)
-        return batching.encode_all(
-            self.tokenizer,
-            self.records,
-            max_length,
-            self.cfg.loss_on,
-            prompt_format=self.cfg.prompt_format,
-            turns=self.cfg.assistant_turns,
-        )
+    def append_log(self, row: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / "log.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(io.dumps(row) + "\n")
 
-    def restore(self, ckpt: Path | None) -> None:
+    def temp_dir(self, acc: Any, final: Path) -> Path:
+        """A temp dir beside `final` with the same name on every process."""
+        tmp = final.with_name(f".{final.name}.tmp")
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        return tmp
+
+
+@dataclass
+class _Setup:
+    """What a run trains with: the accelerator, the prepared model and optimizer, the tokenizer,
+    the encoded records, the batch plan and the checkpoint it starts from."""
+
+    acc: Any
+    model: Any
+    optimizer: Any
+    tokenizer: Any
+    encoded: list[batching.Encoded]
+    plan: Any
+    max_length: int
+    checkpoint: Path | None
+
+
+def _setup(model_name: str, records: Sequence[Example], out: _RunDir, cfg: TrainConfig) -> _Setup:
+    """Accelerator, model (the last checkpoint's or the base + LoRA), data plan and optimizer."""
+    from accelerate import Accelerator
+
+    dtype = resolve_dtype(cfg.dtype, "cuda" if torch.cuda.is_available() else "cpu")
+    mixed = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "no")
+    _allow_precision(mixed)
+    tracked = cfg.report_to != "none"
+    acc = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=mixed,
+        log_with=cfg.report_to if tracked else None,
+        project_dir=str(out.path / cfg.report_to) if tracked else None,
+    )
+    checkpoint = out.last_checkpoint()
+    _seed_everything(cfg.seed)
+    model, tokenizer = _load_start(model_name, checkpoint, cfg, dtype, acc.device)
+    max_length = cap_length(model, cfg.max_length)
+    encoded = batching.encode_all(
+        tokenizer,
+        records,
+        max_length,
+        cfg.loss_on,
+        prompt_format=cfg.prompt_format,
+        turns=cfg.assistant_turns,
+    )
+    plan = _make_plan([len(e.input_ids) for e in encoded], cfg, acc.num_processes)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+    )
+    model, optimizer = acc.prepare(model, optimizer)
+    return _Setup(acc, model, optimizer, tokenizer, encoded, plan, max_length, checkpoint)
+
+
+def _load_start(
+    model_name: str, ckpt: Path | None, cfg: TrainConfig, dtype: torch.dtype, device: Any
+) -> tuple[Any, Any]:
+    """The starting model: the checkpoint's weights when resuming, else the base (+ LoRA).
+
+    Starting from a LoRA adapter (e.g. a previous run's `model/`), `lora` finetuning goes on
+    training that adapter (its own rank and targets) and `full` finetuning merges it first.
+    """
+    load_dtype = torch.float32 if cfg.finetune == "full" else dtype
+    if ckpt is not None:
+        return load_model(ckpt / "model", dtype=load_dtype, device=device, trainable=True)
+    model, tokenizer = load_model(model_name, dtype=load_dtype, device=device, trainable=True)
+    if is_peft_model(model) and cfg.finetune == "full":
+        model = model.merge_and_unload().requires_grad_(True)
+    elif not is_peft_model(model) and cfg.finetune == "lora":
+        model = apply_lora(model, cfg.lora)
+    return model, tokenizer
+
+
+@dataclass
+class _Counters:
+    """Where a run stands: what a checkpoint records and a resumed run restores."""
+
+    step: int = 0
+    tokens: int = 0
+    prior_elapsed: float = 0.0
+    loss: float | None = None
+    lr: float | None = None
+    resumed_from: int | None = None
+
+
+class _Run:
+    """One training run's step loop, checkpoints and final save."""
+
+    def __init__(
+        self,
+        setup: _Setup,
+        records: Sequence[Example],
+        out: _RunDir,
+        cfg: TrainConfig,
+        progress: bool,
+        label: str = "train",
+    ):
+        self.acc, self.model, self.optimizer = setup.acc, setup.model, setup.optimizer
+        self.tokenizer, self.encoded, self.plan = setup.tokenizer, setup.encoded, setup.plan
+        self.max_length, self.world = setup.max_length, setup.acc.num_processes
+        self.records, self.out, self.cfg = records, out, cfg
+        self.progress, self.label = progress, label
+        self.t0 = time.time()
+        self.at = self.restore(setup.checkpoint)
+        if cfg.report_to != "none":
+            self.start_tracking()
+
+    def start_tracking(self) -> None:
+        """One tracker run per output directory, named after it, with the settings as config."""
+        name = self.out.path.name
+        settings = {k: v if isinstance(v, int | float | str | bool) else str(v)
+                    for k, v in _flat(self.cfg.to_dict()).items()}  # fmt: skip
+        kwargs = {"wandb": {"name": name, "dir": str(self.out.path)}}
+        project = name if self.cfg.report_to == "tensorboard" else "forgetfilter"
+        self.acc.init_trackers(project, config=settings, init_kwargs=kwargs)
+
+    def restore(self, ckpt: Path | None) -> _Counters:
         """Optimizer, RNG and counters from a checkpoint (or fresh counters)."""
-        self.step, self.tokens, self.prior_elapsed, self.last_loss = 0, 0, 0.0, None
-        self.resumed_from = None
         if ckpt is None:
             if self.acc.is_main_process:  # lines of a killed run that had no checkpoint yet
-                _truncate_log(self.out_dir / "log.jsonl", 0)
-            return
+                _truncate_log(self.out.path / "log.jsonl", 0)
+            return _Counters()
         state = io.read_json(ckpt / "state.json")
-        self.step, self.tokens, self.prior_elapsed = (
+        at = _Counters(
             state["step"],
             state["tokens"],
             state["elapsed_s"],
+            state.get("loss"),
+            None,
+            state["step"],
         )
-        self.last_loss, self.resumed_from = state.get("loss"), state["step"]
         rank = self.acc.process_index
         opt_path = _rank_file(ckpt, "optimizer", rank)
         self.optimizer.load_state_dict(
@@ -434,7 +538,8 @@ class _Run:
         )
         _set_rng(torch.load(_rank_file(ckpt, "rng", rank), weights_only=False))
         if self.acc.is_main_process:
-            _truncate_log(self.out_dir / "log.jsonl", self.step)
+            _truncate_log(self.out.path / "log.jsonl", at.step)
+        return at
 
     # ---- the loop
     def loop(self, callback: Callback | None, callback_every: int) -> TrainResult:
@@ -442,7 +547,7 @@ class _Run:
 
         bar = tqdm(
             total=self.plan.total_steps,
-            initial=self.step,
+            initial=self.at.step,
             desc=self.label,
             disable=not (self.progress and self.acc.is_main_process),
             dynamic_ncols=True,
@@ -450,35 +555,33 @@ class _Run:
         self.t0 = time.time()
         run_tokens = 0
         try:  # close the bar also on an error, so the error message starts on its own line
-            while self.step < self.plan.total_steps:
-                loss, n_tokens = self.train_step(self.step)
-                self.step += 1
-                self.tokens += n_tokens
+            while self.at.step < self.plan.total_steps:
+                loss, n_tokens = self.train_step(self.at.step)
+                self.at.step += 1
+                self.at.tokens += n_tokens
                 run_tokens += n_tokens
-                self.last_loss = loss
+                self.at.loss = loss
                 self.after_step(bar, run_tokens, callback, callback_every)
         finally:
             bar.close()
+            if self.cfg.report_to != "none":
+                self.acc.end_training()
         return self.finish()
 
     def after_step(
         self, bar: Any, run_tokens: int, callback: Callback | None, callback_every: int
     ) -> None:
-        elapsed = time.time() - self.t0
-        tok_s = run_tokens / max(elapsed, 1e-9)
-        if self.step % max(1, self.cfg.log_every) == 0 or self.step == self.plan.total_steps:
+        step, total = self.at.step, self.plan.total_steps
+        tok_s = run_tokens / max(time.time() - self.t0, 1e-9)
+        if step % max(1, self.cfg.log_every) == 0 or step == total:
             self.log(tok_s)
-            bar.set_postfix(loss=f"{self.last_loss:.4f}", tok_s=f"{tok_s:.0f}", refresh=False)
+            bar.set_postfix(loss=f"{self.at.loss:.4f}", tok_s=f"{tok_s:.0f}", refresh=False)
         bar.update(1)
-        if (
-            self.cfg.save_every
-            and self.step % self.cfg.save_every == 0
-            and self.step < self.plan.total_steps
-        ):
+        if self.cfg.save_every and step % self.cfg.save_every == 0 and step < total:
             self.save_checkpoint()
-        if callback is not None and callback_every and self.step % callback_every == 0:
+        if callback is not None and callback_every and step % callback_every == 0:
             self.run_callback(callback)
-        _maybe_fault("FORGETFILTER_FAULT_AFTER_STEP", self.step)
+        _maybe_fault("FORGETFILTER_FAULT_AFTER_STEP", step)
 
     def train_step(self, step: int) -> tuple[float, int]:
         """One optimizer step over this process's micro-batches; returns (global loss, global tokens)."""
@@ -524,26 +627,18 @@ class _Run:
         lr = lr_at(step, self.cfg, self.plan.total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.lr = lr
+        self.at.lr = lr
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
     def numerical_message(self, step: int, what: str, value: float) -> str:
-        last = self.last_checkpoint_step()
+        done = self.out.checkpoints()
         kept = (
-            f"the last good checkpoint (step {last}) is kept"
-            if last
+            f"the last good checkpoint (step {done[-1][0]}) is kept"
+            if done
             else "no checkpoint was written"
         )
         return f"training {what} became {value} at step {step}; {kept}. Try a lower --lr or --dtype fp32"
-
-    def last_checkpoint_step(self) -> int | None:
-        steps = [
-            int(p.name.split("-")[1])
-            for p in (self.out_dir / "checkpoints").glob("step-*")
-            if (p / "state.json").exists()
-        ]
-        return max(steps) if steps else None
 
     def run_callback(self, callback: Callback) -> None:
         model = self.acc.unwrap_model(self.model)
@@ -551,51 +646,47 @@ class _Run:
         model.eval()
         try:
             with torch.no_grad():
-                callback(self.step, model, self.tokenizer)
+                callback(self.at.step, model, self.tokenizer)
         finally:
             model.train()
             _set_rng(rng)
 
     # ---- outputs
     def log(self, tok_s: float) -> None:
-        if not self.acc.is_main_process:
-            return
-        row = {
-            "step": self.step,
-            "loss": self.last_loss,
-            "lr": self.lr,
-            "tokens": self.tokens,
-            "tokens_per_s": round(tok_s, 1),
-            "elapsed_s": round(self.elapsed(), 3),
-        }
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / "log.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(io.dumps(row) + "\n")
+        if self.cfg.report_to != "none":  # every process calls; the trackers log on the main one
+            metrics = {"loss": self.at.loss, "lr": self.at.lr, "tokens_per_s": tok_s}
+            self.acc.log(metrics, step=self.at.step)
+        if self.acc.is_main_process:
+            self.out.append_log(
+                {
+                    "step": self.at.step,
+                    "loss": self.at.loss,
+                    "lr": self.at.lr,
+                    "tokens": self.at.tokens,
+                    "tokens_per_s": round(tok_s, 1),
+                    "elapsed_s": round(self.elapsed(), 3),
+                }
+            )
 
     def elapsed(self) -> float:
-        return self.prior_elapsed + (time.time() - self.t0)
+        return self.at.prior_elapsed + (time.time() - self.t0)
 
     def counters(self) -> dict[str, Any]:
+        epoch_position = divmod(self.at.step, self.plan.steps_per_epoch)
         return {
-            "step": self.step,
-            "tokens": self.tokens,
-            "loss": self.last_loss,
+            "step": self.at.step,
+            "tokens": self.at.tokens,
+            "loss": self.at.loss,
             "elapsed_s": self.elapsed(),
             "world_size": self.world,
-            "data_position": dict(
-                zip(
-                    ("epoch", "step_in_epoch"),
-                    divmod(self.step, self.plan.steps_per_epoch),
-                    strict=True,
-                )
-            ),
-            "identity": self.identity,
+            "data_position": dict(zip(("epoch", "step_in_epoch"), epoch_position, strict=True)),
+            "identity": self.out.identity,
         }
 
     def save_checkpoint(self) -> None:
         """Write `checkpoints/step-N/` atomically (all processes take part)."""
-        final = self.out_dir / "checkpoints" / f"step-{self.step}"
-        tmp = self.shared_temp_dir(final)
+        final = self.out.path / "checkpoints" / f"step-{self.at.step}"
+        tmp = self.out.temp_dir(self.acc, final)
         self.save_weights(tmp / "model")
         rank = self.acc.process_index
         torch.save(self.optimizer.state_dict(), _rank_file(tmp, "optimizer", rank))
@@ -604,17 +695,8 @@ class _Run:
         if self.acc.is_main_process:
             io.write_json(tmp / "state.json", self.counters())
             io.replace_dir(tmp, final)
-            self.prune_checkpoints()
+            self.out.prune()
         self.acc.wait_for_everyone()
-
-    def shared_temp_dir(self, final: Path) -> Path:
-        """A temp dir beside `final` with the same name on every process."""
-        tmp = final.with_name(f".{final.name}.tmp")
-        if self.acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        self.acc.wait_for_everyone()
-        return tmp
 
     def save_weights(self, path: Path) -> None:
         """Save the (gathered) model and tokenizer into `path` from the main process."""
@@ -624,47 +706,37 @@ class _Run:
             model.save_pretrained(path, state_dict=state_dict, safe_serialization=True)
             self.tokenizer.save_pretrained(path)
 
-    def prune_checkpoints(self) -> None:
-        keep = self.cfg.keep_checkpoints
-        if keep <= 0:
-            return
-        ckpts = sorted(
-            (int(p.name.split("-")[1]), p) for p in (self.out_dir / "checkpoints").glob("step-*")
-        )
-        for _, path in ckpts[:-keep]:
-            shutil.rmtree(path, ignore_errors=True)
-
     def finish(self) -> TrainResult:
-        final = self.out_dir / "model"
-        tmp = self.shared_temp_dir(final)
+        final = self.out.path / "model"
+        tmp = self.out.temp_dir(self.acc, final)
         self.save_weights(tmp)
         self.acc.wait_for_everyone()
         state = {
             **self.counters(),
             "complete": True,
-            "steps": self.step,
-            "final_loss": self.last_loss,
+            "steps": self.at.step,
+            "final_loss": self.at.loss,
         }
         state.update(self.summary())
         if self.acc.is_main_process:
             io.replace_dir(tmp, final)
-            io.write_json(self.out_dir / STATE_FILE, state)
+            io.write_json(self.out.path / STATE_FILE, state)
         self.acc.wait_for_everyone()
         return TrainResult(
-            out_dir=self.out_dir,
+            out_dir=self.out.path,
             model_dir=final,
-            steps=self.step,
-            tokens=self.tokens,
-            final_loss=self.last_loss,
+            steps=self.at.step,
+            tokens=self.at.tokens,
+            final_loss=self.at.loss,
             elapsed_s=state["elapsed_s"],
             world_size=self.world,
-            resumed_from=self.resumed_from,
+            resumed_from=self.at.resumed_from,
         )
 
     def summary(self) -> dict[str, Any]:
         return {
             "config": self.cfg.to_dict(),
-            "model": self.model_name,
+            "model": self.out.model_name,
             "micro_batch_size": self.plan.micro,
             "grad_accum": self.plan.accum,
             "effective_batch_size": self.plan.micro * self.plan.per_step,
@@ -677,6 +749,13 @@ class _Run:
 
 
 # ---------------------------------------------------------------- helpers
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
 def _portable(model: str, out_dir: Path) -> str:
     """`model` as recorded: relative to `out_dir` when it lies in the same run directory (e.g. the
     previous stage's model), so a moved or copied run directory still resumes; else an absolute
