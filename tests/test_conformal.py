@@ -90,3 +90,22 @@ def test_max_false_removal_reaches_the_config_and_is_checked():
     )
     with pytest.raises(ConfigError, match="threshold.max_false_removal"):
         RunConfig(threshold=ThresholdConfig(max_false_removal=1.5))
+
+
+def test_without_a_trusted_sample_the_share_comes_from_the_fit_and_says_it_is_weaker():
+    from forgetfilter.share import describe, from_fit
+    from forgetfilter.thresholds import ThresholdConfig, choose_threshold
+
+    rng = np.random.default_rng(7)
+    scores = np.concatenate([rng.normal(0.0, 0.1, 540), rng.normal(1.0, 0.1, 60)])
+    est = from_fit(choose_threshold(scores, ThresholdConfig("auto", min_dip=0.1)).details)
+    assert est["basis"] == "score distribution" and abs(est["estimate"] - 0.1) < 0.02
+    assert "weaker" in describe(est) and "10%" in describe(est)
+    flat = from_fit(
+        choose_threshold(rng.gamma(2.0, 1.0, 600), ThresholdConfig("auto", min_dip=0.1)).details
+    )
+    assert flat is None or flat["estimate"] == 0.0
+    assert (
+        from_fit(choose_threshold(scores, ThresholdConfig("fraction", fraction=0.1)).details)
+        is None
+    )

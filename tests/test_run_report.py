@@ -175,3 +175,19 @@ def test_a_person_sees_the_report_in_chromium(run_dir):
         assert not any(r.is_displayed() for r in rows)
     finally:
         browser.quit()
+
+
+def test_at_scale_the_tables_cap_and_the_scatter_samples_saying_so(run_dir, tmp_path, monkeypatch):
+    from forgetfilter import run_report
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    monkeypatch.setattr(run_report, "MAX_TABLE_ROWS", 3)
+    monkeypatch.setattr(run_report, "MAX_POINTS", 5)
+    run_report.write_run_report(copy)
+    page = _text(copy / "report.html")
+    n_removed = len(io.read_jsonl(copy / "removed.jsonl"))
+    assert f"Showing the 3 highest-scoring of {n_removed} removed examples" in page
+    assert page.count("<td class='txt'>") == 3
+    _, n_points = run_report.plot_scatter(run_report.load_run(copy), tmp_path / "s.png")
+    assert n_points == 5

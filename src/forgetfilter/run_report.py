@@ -224,7 +224,12 @@ def verdict(run: Mapping[str, Any]) -> Section:
         f"rejected at load {counts.get('rejected_at_load', 0)}.",
     ]
     est = s.get("unsafe_share")
-    if est and est.get("estimate") is not None:
+    if est and est.get("basis") == "score distribution":
+        lines.append(
+            f"**Unsafe share:** about {est['estimate']:.0%} of the data looks unsafe, judged from "
+            "the score distribution alone (weaker: no interval; a trusted sample gives one)."
+        )
+    elif est and est.get("estimate") is not None:
         lines.append(
             f"**Unsafe share:** about {est['estimate']:.0%} ({est['low']:.0%}-{est['high']:.0%}, "
             "90% interval) of the data looks unsafe, estimated against the trusted sample."

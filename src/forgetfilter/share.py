@@ -54,8 +54,27 @@ def unsafe_share(
     }
 
 
+def from_fit(choice_details: dict) -> dict | None:
+    """The weaker estimate without a trusted sample: the fitted weight of the score components
+    the automatic cut removed (`thresholds._auto`'s `high_weight`); None when no fit was made."""
+    fit = choice_details.get("count", {}).get("details", choice_details)
+    if "high_weight" not in fit:
+        return None
+    return {
+        "estimate": round(float(fit["high_weight"]), 4),
+        "basis": "score distribution",
+        "note": "from the score distribution alone, with no interval: weaker than an estimate "
+        "against a trusted sample (--trusted)",
+    }
+
+
 def describe(est: dict) -> str:
     """One line for the terminal: 'about 6% (3-9%) of your data looks unsafe'."""
+    if est.get("basis") == "score distribution":
+        return (
+            f"about {est['estimate']:.0%} of your data looks unsafe, judged from the score "
+            "distribution alone (weaker: no interval; a trusted sample, --trusted, gives one)"
+        )
     if est.get("estimate") is None:
         return f"unsafe share: not estimated ({est.get('note', 'no trusted sample')})"
     return (

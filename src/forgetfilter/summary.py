@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import io
+from . import io, share
 from .models import describe
 from .recipes import RECIPES, ScoreTable, forgetting, learning
 from .recipes import static as static_fit
 from .signals import kind_of
 from .thresholds import ThresholdChoice
+from .training import finished_run
 
 if TYPE_CHECKING:
     from .pipeline import Run
@@ -52,6 +53,9 @@ def summarise(run: Run, choice: ThresholdChoice, final_skipped: str | None = Non
         else None,
     }
     saved = io.read_json(run.dir / "filter.json")
+    fitted = share.from_fit(choice.details) if choice.method == "auto" else None
+    if fitted and "unsafe_share" not in saved:
+        summary["unsafe_share"] = fitted
     if "unsafe_share" in saved:
         summary["unsafe_share"] = saved["unsafe_share"]
         summary["trusted"] = {
@@ -92,9 +96,7 @@ def threshold_warning(choice: ThresholdChoice) -> str | None:
 def prompt_format(run_dir: Path) -> dict:
     """The prompt format the noisy finetune used (`chat`: the tokenizer's chat template); the
     final finetune's when the filter needed no M1."""
-    paths = [run_dir / stage / "train_state.json" for stage in ("m1", "final")]
-    path = next((p for p in paths if p.exists()), None)
-    state = io.read_json(path) if path else {}
+    state = finished_run(run_dir / "m1") or finished_run(run_dir / "final")
     config = state.get("config", {})
     return {
         "requested": config.get("prompt_format", "auto"),
@@ -116,8 +118,7 @@ def truncation(run_dir: Path) -> dict:
         "response over max_length - 16 cut at the right"
     }
     for name, stage in (("noisy", "m1"), ("safe", "m2")):
-        path = run_dir / stage / "train_state.json"
-        state = io.read_json(path) if path.exists() else {}
+        state = finished_run(run_dir / stage)
         out[name] = state.get("truncated_records")
         out.setdefault("max_length", state.get("max_length"))
     return out

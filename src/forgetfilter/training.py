@@ -258,6 +258,15 @@ def data_fingerprint(records: Sequence[Example]) -> str:
     return h.hexdigest()[:16]
 
 
+def finished_run(out_dir: str | Path) -> dict:
+    """What a finished `train` recorded about itself (empty when `out_dir` holds none): `config`,
+    `steps`, `tokens`, `final_loss`, `elapsed_s`, `max_length`, `truncated_records`, `n_records`,
+    `prompt_format` (the format used), batch sizes."""
+    path = Path(out_dir) / STATE_FILE
+    state = io.read_json(path) if path.exists() else {}
+    return state if state.get("complete") else {}
+
+
 def _check_tracker(report_to: str) -> None:
     if report_to not in TRACKERS:
         raise ConfigError(f"`report_to` must be one of {', '.join(TRACKERS)}, not {report_to!r}")
