@@ -491,6 +491,7 @@ def test_classifier_filter_through_run_reads_only_the_text(micro_model_dir, tmp_
     assert all(r["reason"].startswith("classifier probability 0.9 > phi 0.5") for r in removed)
     # the classifier reads no model's scores: nothing is finetuned or scored for it
     assert _trained_or_scored(tmp_path / "run") == []
+    assert (tmp_path / "run" / "report" / "score_histogram.png").exists()  # its report still is
     assert set(io.read_jsonl(tmp_path / "run" / "scores.jsonl")[0]) == {
         "id", "line", "forgetting", "removed"
     }  # fmt: skip

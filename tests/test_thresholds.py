@@ -159,15 +159,17 @@ def test_remove_at_most_is_checked_and_reaches_the_cli():
     ids=["gamma", "lognormal", "t3"],
 )
 def test_a_skewed_or_heavy_tail_is_not_a_group_under_min_dip(draw):
-    """BIC shapes a skewed or heavy tail with extra components: the old rule cuts into them
-    (seen on these draws), the dip rule says there is no separate group and removes nothing."""
+    """BIC shapes a skewed or heavy tail with extra components: the old rule (`min_dip=None`) cuts
+    into them (seen on these draws), the default dip rule says there is no separate group and
+    removes nothing."""
     for seed in range(3):
         scores = draw(np.random.default_rng(seed))
-        strict = choose_threshold(scores, ThresholdConfig("auto", min_dip=0.1))
+        strict = choose_threshold(scores, ThresholdConfig("auto"))
         assert strict.n_removed == 0 and strict.details["high_weight"] == 0.0
         assert any(w in strict.reason for w in ("no separate group", "one group", "no group"))
     loose = [
-        choose_threshold(draw(np.random.default_rng(s)), ThresholdConfig("auto")) for s in range(3)
+        choose_threshold(draw(np.random.default_rng(s)), ThresholdConfig("auto", min_dip=None))
+        for s in range(3)
     ]
     assert any(c.n_removed > 0 for c in loose)
 

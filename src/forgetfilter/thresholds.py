@@ -29,9 +29,9 @@ class ThresholdConfig:
         max_false_removal: with a trusted sample, `auto` becomes the split-conformal cut that
             removes at most this expected share of the clean examples (`conformal`).
         min_dip: `auto` without a trusted sample removes a group of forgotten examples only
-            when the fitted score density has a second mode: it dips by at least this share
-            between the bulk and the group (0.1 = the density falls 10% below the later peak);
-            None = any higher component the mixture fit finds is removed.
+            when the fitted score density has a peak above the bulk's with a valley at least this
+            share below the lower peak (0.1: 10% below); None = any higher component the fit
+            finds is removed.
     """
 
     method: str = "auto"
@@ -40,7 +40,7 @@ class ThresholdConfig:
     seed: int = 0
     max_remove: float | None = None
     max_false_removal: float = 0.05
-    min_dip: float | None = None
+    min_dip: float | None = 0.1
 
 
 # Fields added after runs were first recorded, with the value that reproduces those runs.
@@ -237,10 +237,9 @@ def _auto(
     sd); otherwise nothing stands out. phi is the lowest score above the bulk's mean at which the
     forgotten components become the likelier explanation, so every score above phi is removed.
 
-    With `min_dip`, the fitted density must have a second mode above the bulk: fall by at least
-    that share somewhere between the bulk's mean and a later peak (`density_dip`). Otherwise the
-    higher components only shape a skewed or heavy tail of one group (BIC adds them there too),
-    and nothing is removed, saying so. `details["high_weight"]` is the fitted share of the
+    With `min_dip`, the fitted density must have a peak above the bulk's, with a valley at least
+    that share below the lower of the two (`density_dip`). Otherwise the components only shape a skewed or heavy tail
+    of one group (BIC adds them there too), and nothing is removed, saying so. `details["high_weight"]` is the fitted share of the
     components above the bulk (0 when nothing is removed): an estimate of the forgotten share from
     the score distribution alone.
     """
@@ -268,7 +267,7 @@ def _auto(
     if k == 1 or bulk is None:
         return _finish(scores, float(scores.max()), "auto", _nothing_reason(k, ks), details)
     above = np.flatnonzero(means > means[bulk])
-    details["dip"] = density_dip(gm, means[bulk], float(scores.max()))
+    details["dip"] = density_dip(gm, float(scores.min()), float(scores.max()), means[bulk])
     if min_dip is not None and details["dip"] < min_dip:
         reason = _no_group_reason(details["dip"], min_dip)
         return _finish(scores, float(scores.max()), "auto", reason, details)
@@ -289,22 +288,29 @@ def _auto(
     return _finish(scores, phi, "auto", reason, details)
 
 
-def density_dip(gm, start: float, stop: float, points: int = 1024) -> float:
-    """How far the fitted density falls between `start` and a later peak before `stop`: the
-    largest 1 - f(valley) / f(peak) over valley < peak on a grid (0 when it only falls)."""
-    if stop <= start:
+def density_dip(gm, low: float, high: float, bulk: float, points: int = 1024) -> float:
+    """How deep the fitted density's valley above the bulk is, on [low, high]: the largest
+    1 - f(valley) / min(f(peak), f(later peak)) over consecutive peaks from the peak nearest the
+    bulk's mean upward; 0 when no peak lies above the bulk's."""
+    if high <= low:
         return 0.0
-    grid = np.linspace(start, stop, points)
+    grid = np.linspace(low, high, points)
     f = np.exp(gm.score_samples(grid.reshape(-1, 1)))
-    valley = np.minimum.accumulate(f)
-    return float(np.max(1.0 - valley / np.maximum(f, 1e-300)))
+    rising = np.r_[True, f[1:] > f[:-1]]
+    falling = np.r_[f[:-1] >= f[1:], True]
+    peaks = np.flatnonzero(rising & falling)
+    start = int(np.argmin(np.abs(grid[peaks] - bulk)))
+    depth = 0.0
+    for a, b in zip(peaks[start:], peaks[start + 1 :], strict=False):
+        depth = max(depth, 1.0 - float(f[a : b + 1].min()) / max(min(f[a], f[b]), 1e-300))
+    return depth
 
 
 def _no_group_reason(dip: float, min_dip: float) -> str:
     return (
         f"no separate group of strongly forgotten examples: the fitted score density has no "
-        f"second mode above the bulk (it dips by {dip:.0%} at most, {min_dip:.0%} needed), so the "
-        "higher components shape the tail of one group; nothing removed. To cut anyway: a trusted "
+        f"peak above the bulk's (no valley deeper than {dip:.0%}; {min_dip:.0%} needed), so the "
+        "mixture's components shape the tails of one group; nothing removed. To cut anyway: a trusted "
         "sample of clean data (--trusted, with a bound on the clean data removed), "
         "--remove-fraction, or --threshold"
     )
