@@ -162,15 +162,25 @@ def main() -> None:
     p.add_argument("--composition", default="paper", choices=["paper", "instruct"])
     p.add_argument("--alpha", type=float, default=0.05, help="--max-false-removal")
     p.add_argument("--min-dip", type=float, default=0.1, help="the `mode` rule's density dip")
+    p.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="only read the finished runs under --out (skip the rows without one)",
+    )
     p.add_argument("--out", required=True)
     a = p.parse_args()
     out, results = Path(a.out), []
     rows = [(seed, risk, share) for seed in a.seeds for risk in a.risk for share in a.shares]
     for seed, risk, share in rows:  # seed by seed: a stopped run leaves every row with fewer seeds
         tag = f"{risk}-s{share:g}-seed{seed}"
-        mix = build(risk, a.n, share, seed, a, out / "data" / tag)
         cfg = default_run_config(a.model, final=False, seed=seed)
         cfg.threshold.max_false_removal = a.alpha
+        if a.evaluate_only:
+            if (out / "runs" / tag / "summary.json").exists():
+                r = evaluate(out / "runs" / tag, out / "data" / tag, cfg, a.min_dip)
+                results.append(r | {"risk": risk, "ratio": share, "seed": seed})
+            continue
+        mix = build(risk, a.n, share, seed, a, out / "data" / tag)
         t0 = time.perf_counter()
         run_forgetfilter(
             mix / "noisy.jsonl",

@@ -191,3 +191,13 @@ def test_at_scale_the_tables_cap_and_the_scatter_samples_saying_so(run_dir, tmp_
     assert page.count("<td class='txt'>") == 3
     _, n_points = run_report.plot_scatter(run_report.load_run(copy), tmp_path / "s.png")
     assert n_points == 5
+
+
+def test_the_scatter_axes_follow_the_signal_kind():
+    from forgetfilter.run_report import learning_and_forgetting
+
+    rows = [{"before": 2.0, "after": 3.0, "m0": 4.0}, {"before": 1.0, "after": 1.0, "m0": 2.0}]
+    x, y, xl, yl = learning_and_forgetting(rows, "nll")
+    assert list(x) == [0.5, 0.5] and list(y) == [0.5, 0.0] and "NLL_M0" in xl and "NLL_M1" in yl
+    x, y, xl, yl = learning_and_forgetting([{"before": 0.8, "after": 0.3}], "similarity")
+    assert list(x) == [0.8] and list(y) == pytest.approx([0.5]) and "M1 - M2" in yl

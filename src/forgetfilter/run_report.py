@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 
 from . import io
 from .report import GROUP_COLOURS, Image, Raw, Section, Table, fmt, save_figure, write_report
+from .signals import kind_of
 
 N_EXAMPLES = 10
 MAX_TABLE_ROWS = 1000
@@ -133,17 +134,21 @@ def plot_histogram(run: Mapping[str, Any], path: Path) -> Path:
 
 
 def learning_and_forgetting(
-    rows: Sequence[Mapping[str, Any]],
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """(learning, relative forgetting, the x-axis name) per scores row: learning is
-    1 - NLL_M1/NLL_M0 with M0 scores, else minus NLL on M1 (how well M1 fits)."""
+    rows: Sequence[Mapping[str, Any]], kind: str = "nll"
+) -> tuple[np.ndarray, np.ndarray, str, str]:
+    """(learning, forgetting, x-axis name, y-axis name) per scores row. An NLL-like signal:
+    learning 1 - NLL_M1/NLL_M0 (with M0 scores, else minus NLL on M1), relative forgetting
+    (NLL_M2 - NLL_M1)/NLL_M1; a similarity (ROUGE): the score on M1, and its drop on M2."""
     before = np.array([float(r["before"]) for r in rows])
     after = np.array([float(r["after"]) for r in rows])
+    if kind != "nll":
+        return before, before - after, "fit under M1: score on M1", "forgetting: M1 - M2 score"
     forgetting = (after - before) / np.maximum(np.abs(before), 1e-6)
+    y = "relative forgetting: (NLL_M2 - NLL_M1) / NLL_M1"
     if rows and "m0" in rows[0]:
         m0 = np.array([float(r["m0"]) for r in rows])
-        return 1.0 - before / np.maximum(m0, 1e-6), forgetting, "learning: 1 - NLL_M1 / NLL_M0"
-    return -before, forgetting, "fit under M1: - NLL_M1"
+        return 1.0 - before / np.maximum(m0, 1e-6), forgetting, "learning: 1 - NLL_M1 / NLL_M0", y
+    return -before, forgetting, "fit under M1: - NLL_M1", y
 
 
 def plot_scatter(run: Mapping[str, Any], path: Path, seed: int = 0) -> tuple[Path, int] | None:
@@ -156,7 +161,8 @@ def plot_scatter(run: Mapping[str, Any], path: Path, seed: int = 0) -> tuple[Pat
     if len(rows) > MAX_POINTS:
         keep = np.sort(np.random.default_rng(seed).choice(len(rows), MAX_POINTS, replace=False))
     rows = [rows[i] for i in keep]
-    x, y, xlabel = learning_and_forgetting(rows)
+    kind = kind_of(run["summary"].get("signal", "loss"))
+    x, y, xlabel, ylabel = learning_and_forgetting(rows, kind)
     removed = np.array([bool(r["removed"]) for r in rows])
     names = [groups.get(str(r["id"]), "your data") for r in rows]
     order = sorted(set(names), key=names.count, reverse=True)
@@ -174,7 +180,7 @@ def plot_scatter(run: Mapping[str, Any], path: Path, seed: int = 0) -> tuple[Pat
     ax.set(
         title=f"Learning vs forgetting{sampled}",
         xlabel=xlabel,
-        ylabel="relative forgetting: (NLL_M2 - NLL_M1) / NLL_M1",
+        ylabel=ylabel,
     )
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
