@@ -101,6 +101,14 @@ def _colour(group: str, order: Sequence[str]) -> str:
     return _PALETTE[rest.index(group) % len(_PALETTE)] if group in rest else "#7f7f7f"
 
 
+def _finish_plot(fig, ax, path: Path, legend_size: int = 8, **labels: str) -> Path:
+    """Titles and axis labels, legend and grid, saved as PNG: one look for every figure."""
+    ax.set(**labels)
+    ax.legend(fontsize=legend_size)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
 def plot_histogram(run: Mapping[str, Any], path: Path) -> Path:
     """The filter score of every example by group (and of the trusted sample), the cut marked."""
     groups, _ = _groups(run)
@@ -123,14 +131,14 @@ def plot_histogram(run: Mapping[str, Any], path: Path) -> Path:
     phi = run["summary"].get("threshold", {}).get("phi")
     if phi is not None and math.isfinite(phi):
         ax.axvline(phi, color="k", ls="--", lw=1.2, label=f"cut phi = {phi:.4g}")
-    ax.set(
+    return _finish_plot(
+        fig,
+        ax,
+        path,
         title="Filter score by group (removed: right of the cut)",
         xlabel="filter score (larger = removed first)",
         ylabel="examples",
     )
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return save_figure(fig, path)
 
 
 def learning_and_forgetting(
@@ -177,14 +185,8 @@ def plot_scatter(run: Mapping[str, Any], path: Path, seed: int = 0) -> tuple[Pat
                 ax.scatter(x[sel], y[sel], s=12, marker=marker, alpha=0.6, label=label,
                            color=_colour(g, order))  # fmt: skip
     sampled = f" (a sample of {len(rows)})" if len(keep) < len(run["scores"]) else ""
-    ax.set(
-        title=f"Learning vs forgetting{sampled}",
-        xlabel=xlabel,
-        ylabel=ylabel,
-    )
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return save_figure(fig, path), len(rows)
+    title = f"Learning vs forgetting{sampled}"
+    return _finish_plot(fig, ax, path, 7, title=title, xlabel=xlabel, ylabel=ylabel), len(rows)
 
 
 def plot_curves(run: Mapping[str, Any], path: Path) -> Path | None:
@@ -208,14 +210,14 @@ def plot_curves(run: Mapping[str, Any], path: Path) -> Path | None:
     for g in order:
         xs, ys = zip(*series[g], strict=True)
         ax.plot(xs, ys, marker="o", ms=3.5, lw=1.8, label=g, color=_colour(g, order))
-    ax.set(
+    return _finish_plot(
+        fig,
+        ax,
+        path,
         title="Forgetting during the safety finetune",
         xlabel="safety-finetuning step",
-        ylabel="mean score (response NLL)",
+        ylabel="mean score of the signal",
     )
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------- sections
