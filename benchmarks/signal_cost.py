@@ -14,6 +14,7 @@ loss forgetting scored in bf16 with the adapters apart or merged against fp32.
     python benchmarks/signal_cost.py --quick
     python benchmarks/signal_cost.py --model tiny --records data/bias/noisy.jsonl
     python benchmarks/signal_cost.py --run-dir runs/bias-loss
+    python benchmarks/signal_cost.py --run-dir runs/smol --authors --n 96   # any model, any format
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=500, help="the fixed-cap rouge row")
     p.add_argument(
         "--run-dir", default=None, help="a forgetfilter run dir: AUROCs of both signals on M1/M2"
+    )
+    p.add_argument(
+        "--authors",
+        action="store_true",
+        help="with --run-dir: only the loss vs rouge table at our budget and the authors' protocol "
+        "on the run's M1 and M2 (the run's noisy records, any input format, first --n)",
     )
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="fewer records, cap row at 64 tokens")
@@ -123,15 +130,16 @@ def cost_rows(model, tok, records, args) -> list[dict]:
     return rows
 
 
-def _rouge_without_early_stop(model, tok, records, kw) -> np.ndarray:
-    """greedy_rouge1 as before the first-line stop: whole generations up to each budget."""
+def _rouge_without_early_stop(model, tok, records, kw, cap: int | None = None) -> np.ndarray:
+    """greedy_rouge1 as before the first-line stop: whole generations up to each budget (each
+    target's length + 8, or `cap` for every record); `normalise_for_rouge` reads the first line."""
     from forgetfilter.metrics import rouge1_f
 
     outs = inference.generate(
         model,
         tok,
-        [ex.prompt for ex in records],
-        max_new_tokens=inference.target_lengths(tok, records),
+        list(records),
+        max_new_tokens=cap if cap is not None else inference.target_lengths(tok, records),
         **kw,
     )
     return np.asarray(
@@ -140,6 +148,104 @@ def _rouge_without_early_stop(model, tok, records, kw) -> np.ndarray:
             for o, ex in zip(outs, records, strict=True)
         ]
     )
+
+
+def authors_rows(run_dir: Path, records, args) -> tuple[list[dict], list[dict]]:
+    """The loss signal against the rouge signal at our budget and at the authors' protocol, on a
+    run's M1 and M2 (adapters merged, as `forgetfilter run` scores): seconds, tokens/s and the
+    AUROC of forgetting (label == unsafe) of each, same records, models in turn.
+
+    The authors' protocol decodes greedily up to `--max-new-tokens` (500) and reads the first
+    line: `rouge (authors' decode)` times that decode as their code runs it (each generation to
+    EOS or the cap), `rouge (cap, first-line stop)` our implementation of the same score, which
+    stops a generation once its first line is complete (the two give the same scores; checked).
+    """
+    from forgetfilter.metrics import auroc
+    from forgetfilter.models import load_model
+
+    kw = {"batch_size": args.batch_size, "max_length": args.max_length, "progress": False}
+    cap = args.max_new_tokens
+    # the prompt keeps its --max-length tokens and the cap comes on top (generation cuts prompts
+    # to max_length - budget at the left)
+    kw_cap = kw | {"max_length": args.max_length + cap}
+    runs = {
+        "loss": lambda m, t: inference.response_nll(m, t, records, **kw),
+        "rouge (target+8, ours)": lambda m, t: signals.greedy_rouge1(m, t, records, **kw),
+        f"rouge (cap {cap}, first-line stop)": lambda m, t: signals.greedy_rouge1(
+            m, t, records, max_new_tokens=cap, **kw_cap
+        ),
+        f"rouge (authors' decode, cap {cap})": lambda m, t: _rouge_without_early_stop(
+            m, t, records, kw_cap, cap
+        ),
+    }
+    real = 0
+    secs = {k: 0.0 for k in runs}
+    scores: dict[tuple[str, str], np.ndarray] = {}
+    for stage in ("m1", "m2"):
+        model, tok = load_model(run_dir / stage / "model", device=args.device, merge=True)
+        real = sum(len(encode_example(tok, ex, args.max_length).input_ids) for ex in records)
+        inference.response_nll(model, tok, records[: args.batch_size], **kw)  # warm-up
+        for name, fn in runs.items():
+            s, values = C.timed(functools.partial(fn, model, tok), args.device)
+            secs[name] += s
+            scores[stage, name] = np.asarray(values)
+            print(f"  {stage} {name}: {s:.1f} s", flush=True)
+    same = all(
+        np.allclose(scores[st, f"rouge (cap {cap}, first-line stop)"], scores[st, name])
+        for st in ("m1", "m2")
+        for name in runs
+        if name.startswith("rouge (authors")
+    )
+    unsafe = [ex.label == "unsafe" for ex in records]
+    rows = []
+    for name in runs:
+        sig = "loss" if name == "loss" else "rouge"
+        f = {
+            norm: recipes.forgetting(scores["m1", name], scores["m2", name], sig, norm)
+            for norm in ("none", "relative")
+        }
+        rows.append(
+            {
+                "signal": name,
+                "seconds_m1+m2": secs[name],
+                "prompt+resp_tok_per_s": 2 * real / secs[name],
+                "ratio_vs_loss": secs[name] / secs["loss"],
+                "auroc_none": auroc(unsafe, f["none"]),
+                "auroc_relative": auroc(unsafe, f["relative"]),
+            }
+        )
+    check = [
+        {"check": "authors' decode and first-line stop give the same rouge scores", "ok": same}
+    ]
+    return rows, check
+
+
+def authors_main(args: argparse.Namespace) -> dict:
+    """`--authors`: the protocol table on a run's first `--n` noisy records."""
+    from forgetfilter.readers import read_examples
+
+    if not args.run_dir:
+        raise SystemExit("--authors needs --run-dir")
+    run_dir = Path(args.run_dir)
+    records = read_examples(run_inputs(run_dir)["noisy"])[0][: args.n]
+    n_unsafe = sum(ex.label == "unsafe" for ex in records)
+    print(
+        f"# signal cost, authors' protocol: run={run_dir} records={len(records)} "
+        f"({n_unsafe} unsafe) batch={args.batch_size} max_length={args.max_length} "
+        f"cap={args.max_new_tokens}",
+        flush=True,
+    )
+    rows, check = authors_rows(run_dir, records, args)
+    print(C.table(rows))
+    print(C.table(check))
+    ratio = rows[-1]["ratio_vs_loss"]
+    print(
+        f"\nauthors' rouge protocol / loss = {ratio:.1f}x  (goal >= 20x: "
+        f"{'met' if ratio >= 20 else 'not met'})"
+    )
+    out = {"args": vars(args), "authors": rows, "check": check}
+    C.save_json(args.json, out)
+    return out
 
 
 def run_inputs(run_dir: Path) -> dict[str, str]:
@@ -244,6 +350,8 @@ def main(argv: list[str] | None = None) -> dict:
     """Print the cost table (and the AUROC table with --run-dir)."""
     args = parse_args(argv)
     torch.manual_seed(0)
+    if args.authors:
+        return authors_main(args)
     records = C.read_records(args.records, args.n) if args.records else C.synthetic_records(args.n)
     model, tok = load(args.model, args.device, records)
     n_params = sum(p.numel() for p in model.parameters())

@@ -23,10 +23,13 @@ from forgetfilter.pipeline import default_run_config, run_forgetfilter
 SYSTEMS = ["You are a helpful assistant.", "Answer briefly.", None]
 
 
-def chat_files(n: int, n_safe: int, unsafe_ratio: float, seed: int, out: Path) -> tuple[Path, Path]:
-    """The mixture as chat JSONL (noisy) and ShareGPT JSON (safe)."""
+def chat_files(
+    n: int, n_safe: int, unsafe_ratio: float, seed: int, out: Path, n_eval: int = 4
+) -> tuple[Path, Path]:
+    """The mixture as chat JSONL (noisy) and ShareGPT JSON (safe); its evaluation sets (`n_eval`
+    items each) stay in `out/mix/eval`."""
     build_mixture(
-        MixtureConfig("harm", n, unsafe_ratio, n_safe=n_safe, n_eval=4, seed=seed),
+        MixtureConfig("harm", n, unsafe_ratio, n_safe=n_safe, n_eval=n_eval, seed=seed),
         data_dir(),
         out / "mix",
     )

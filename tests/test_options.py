@@ -162,3 +162,30 @@ def test_library_errors_name_fields_and_the_cli_names_flags(tmp_path: Path, caps
     assert "--batch-size and --micro-batch-size must be positive" in err_line
     assert cli.main([*base, "--filter", "random"]) == 2
     assert "--filter random needs --remove-fraction or --threshold" in capsys.readouterr().err
+
+
+def test_screening_gives_the_filtering_stages_the_screen_preset_and_the_final_the_target(
+    tmp_path: Path,
+) -> None:
+    target = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    cfg = _config(["--model", target, "--screen-model", "tiny", "--screen-steps", "5"])
+    # tiny's preset (full finetuning) screens; the target keeps its own (LoRA, the paper's lr)
+    assert cfg.noisy_train.finetune == "full" and cfg.final_train.finetune == "lora"
+    assert cfg.final_train.lr == 2e-4 and cfg.noisy_train.lr == 5e-4
+    assert cfg.screener == "tiny" and cfg.screen_steps == 5
+    tuned = _config(
+        ["--model", target, "--screen-model", "tiny", "--lr", "1e-3", "--final-lr", "3e-4"]
+        + ["--max-length", "96", "--final-lora-r", "16"]
+    )
+    assert tuned.noisy_train.lr == 1e-3 and tuned.final_train.lr == 3e-4
+    assert tuned.noisy_train.max_length == tuned.final_train.max_length == 96
+    assert tuned.final_train.lora.r == 16 and tuned.noisy_train.lora.r == 8
+    # without screening, a final-only setting makes the final finetune differ from the noisy one
+    plain = _config(["--model", target, "--final-epochs", "1"])
+    assert plain.final_train.epochs == 1 and plain.noisy_train.epochs == 3
+    assert _config(["--model", target, "--batch-size", "4"]).final_train is None
+    path = tmp_path / "run.yaml"
+    path.write_text(f"model: {target}\nscreen_model: tiny\nfinal_train: {{lr: 0.0003}}\n")
+    assert _config(["--config", str(path)]).final_train.lr == 3e-4
+    with pytest.raises(ConfigError, match="screen_steps"):
+        RunConfig(screen_steps=0)

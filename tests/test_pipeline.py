@@ -565,3 +565,53 @@ def test_a_bad_trusted_file_is_one_line_naming_file_and_line(micro_model_dir, tm
     rc = main(argv)
     err = capsys.readouterr().err
     assert rc == 2 and "trusted.jsonl:2:" in err and "Traceback" not in err
+
+
+def test_a_screening_model_makes_the_scores_and_the_target_is_finetuned_once(
+    micro_model_dir, random_model_dir, tmp_path
+):
+    from forgetfilter.errors import ConfigError
+    from forgetfilter.training import finished_run
+
+    noisy, safe = make_data(tmp_path)
+    target = str(random_model_dir)
+    cfg = micro_config(
+        target,
+        screen_model=str(micro_model_dir),
+        screen_steps=2,
+        safety_steps=2,
+        threshold=ThresholdConfig("fraction", fraction=0.25),
+    )
+    # the filtering stages take the screen model's (full) settings, the final one the target's
+    assert cfg.noisy_train.finetune == "full" and cfg.final_train.finetune == "lora"
+    result = run_forgetfilter(noisy, safe, tmp_path / "run", cfg, progress=False)
+    out = result.out_dir
+    m1, final = finished_run(out / "m1"), finished_run(out / "final")
+    assert m1["steps"] == 2  # screen_steps, not the noisy finetune's 2 epochs of 36 records
+    assert final["steps"] == 3 * 4  # the target preset's 3 epochs, ceil(27 kept / batch 8) = 4 each
+    # M1 grew from the screen model, the delivered model from the target
+    micro_vocab = load_model(str(micro_model_dir))[0].config.vocab_size
+    target_vocab = load_model(target)[0].config.vocab_size
+    assert micro_vocab != target_vocab
+    assert load_model(str(out / "m1" / "model"))[0].config.vocab_size == micro_vocab
+    delivered = load_model(str(out / "final" / "model"))[0]
+    assert is_peft_model(delivered) and delivered.config.vocab_size == target_vocab
+    s = result.summary["screening"]
+    assert s["screen_model"] == str(micro_model_dir) and s["delivered_model"] == target
+    assert s["screen_steps"] == 2 and s["trained"]["m1"]["steps"] == 2
+    recorded = io.read_json(out / "config.json")["config"]
+    assert recorded["screen_model"] and recorded["screen_steps"] == 2
+    other = micro_config(target, screen_model=str(micro_model_dir), screen_steps=3, safety_steps=2)
+    with pytest.raises(ConfigError, match="screen_steps"):
+        run_forgetfilter(noisy, safe, tmp_path / "run", other, progress=False)
+
+
+def test_runs_recorded_before_screening_existed_continue():
+    from forgetfilter.pipeline import _canonical
+
+    cfg = micro_config("tiny:micro")
+    old = cfg.fingerprint()
+    for key in ("screen_model", "screen_steps", "final_train"):
+        old.pop(key)
+    assert _canonical(old) == cfg.fingerprint()
+    assert cfg.final_train is None  # no separate final settings unless asked for

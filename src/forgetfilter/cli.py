@@ -287,6 +287,8 @@ def _print_run_summary(s: dict) -> None:
         print(f"model: {s['model']} ({origin.get('source')}, {origin.get('weights')})")
     if pf:
         print(f"prompt format: {pf['used']} (asked: {pf['requested']})")
+    if s.get("screening"):
+        print(f"screening: {s['screening']['note']}")
     if s["outputs"].get("cleaned"):
         print(f"cleaned data (your records, your format): {s['outputs']['cleaned']}")
     print(f"audit: {s['outputs']['kept.jsonl']}, {s['outputs']['removed.jsonl']}, summary.json")

@@ -1,6 +1,6 @@
 """`forgetfilter run`'s options, generated from the configuration dataclasses: one source of truth.
 
-Every field of `pipeline.RunConfig`, its two `training.TrainConfig`s (noisy/final and safety), their
+Every field of `pipeline.RunConfig`, its `training.TrainConfig`s (noisy, safety, final), their
 `models.LoraSettings` and its `thresholds.ThresholdConfig` can be set by a flag or by a YAML file
 (`--config run.yaml`) holding the same fields, nested as the dataclasses are:
 
@@ -15,12 +15,17 @@ Settings apply in this order, each over the one before: the model's preset
 `RunConfig`; for a training field, `--FIELD` sets the noisy finetune (and the final one) and, except
 for `lr`, `epochs` and `max_steps`, the safety finetune too, while `--safety-FIELD` sets the safety
 finetune alone; `--lora-FIELD` for LoRA; `--auto`, `--threshold`, `--remove-fraction` for the cut.
+The final (delivered) finetune follows the noisy one unless it is given settings of its own:
+`--final-FIELD`, or `--screen-model`, which gives the filtering stages the screen model's preset
+and the final finetune the target's. Plain flags other than `lr`, `epochs`, `max_steps`, the LoRA
+and finetune-mode flags reach the final finetune too.
 Help texts and choices come from the dataclasses' docstrings and field metadata.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import re
 import types
@@ -35,8 +40,10 @@ from .errors import ConfigError
 NOISY_ONLY = ("lr", "epochs", "max_steps")
 # Fields no flag sets: stage seeds follow `RunConfig.seed`, the safety finetune's length follows
 # `safety_steps`, and the safety finetune trains the noisy finetune's adapter (its LoRA settings).
-NOT_FLAGS = {"model", "noisy_train.seed", "safety_train.seed", "threshold.seed"}
+NOT_FLAGS = {"model", "noisy_train.seed", "safety_train.seed", "final_train.seed", "threshold.seed"}
 SAFETY_SKIPPED = ("epochs", "max_steps", "lora", "prompt_format", "assistant_turns", "report_to")
+# `final_train` fields without a `--final-` flag (they follow the noisy finetune's flags or the run).
+FINAL_SKIPPED = ("seed", "report_to")
 # Flags kept under their established names.
 RENAMED = {"final": "--no-final"}
 
@@ -84,14 +91,24 @@ def _base_type(hint: Any) -> tuple[Any, bool]:
     return hint, False
 
 
+def _dataclass_of(hint: Any) -> type | None:
+    """The dataclass a field holds (also behind Optional[...]), or None."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if len(args) == 1 and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
+
+
 def _leaves(cls: type, prefix: str = "") -> list[tuple[str, Any, dataclasses.Field, type]]:
     """(dotted path, type hint, field, owner class) of every non-dataclass field, recursively."""
     out = []
     hints = _hints(cls)
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            out += _leaves(hint, f"{prefix}{f.name}.")
+        if _dataclass_of(hint):
+            out += _leaves(_dataclass_of(hint), f"{prefix}{f.name}.")
         else:
             out.append((f"{prefix}{f.name}", hint, f, cls))
     return out
@@ -120,10 +137,15 @@ def run_options() -> list[Option]:
             if parts[1] in SAFETY_SKIPPED:
                 continue
             options.append(Option("--safety-" + _dash(rest), (path,), hint, help_text, choices))
+        if stage == "final_train" and parts[1] not in FINAL_SKIPPED:
+            flag = "--final-" + _dash(rest.replace("lora.", "lora-"))
+            options.append(Option(flag, (path,), hint, help_text, choices))
         if stage == "noisy_train":
             shared.setdefault(rest, []).append(path)
             if parts[1] not in NOISY_ONLY and parts[1] != "lora":
                 shared[rest].append(f"safety_train.{rest}")
+                if parts[1] != "finetune":
+                    shared[rest].append(f"final_train.{rest}")
             flag = "--" + _dash(rest.replace("lora.", "lora-"))
             options.append(Option(flag, tuple(shared[rest]), hint, help_text, choices))
     return options
@@ -260,7 +282,12 @@ def flag_settings(args: argparse.Namespace, options: list[Option] | None = None)
             out |= dict.fromkeys(opt.paths, value)
     if "opt:full" in given:
         mode = "full" if given["opt:full"] else "lora"
-        modes = [p for opt in options for p in opt.paths if p.endswith("finetune")]
+        modes = [
+            p
+            for opt in options
+            for p in opt.paths
+            if p.endswith("finetune") and not p.startswith("final_train.")
+        ]
         out |= dict.fromkeys(modes, mode)
     return out
 
@@ -276,9 +303,13 @@ def build_config(start: Any, settings: dict[str, Any]) -> Any:
     """A copy of the dataclass `start` with `settings` (dotted field -> value) applied, rebuilt
     from scratch so that its checks (`__post_init__`) run on the result."""
     base = dataclasses.asdict(start)
-    for path, value in settings.items():
+    inherits = getattr(type(start), "INHERITS", {})
+    # settings of an unset config that inherits from another go last, after the one it copies
+    for path, value in sorted(settings.items(), key=lambda kv: kv[0].split(".")[0] in inherits):
         node = base
         *parents, leaf = path.split(".")
+        if parents and base.get(parents[0]) is None and parents[0] in inherits:
+            base[parents[0]] = copy.deepcopy(base[inherits[parents[0]]])
         for p in parents:
             node = node[p]
         node[leaf] = value
@@ -370,7 +401,8 @@ def build_run_config(model: str, settings: dict[str, Any]):
     from .pipeline import default_run_config
 
     # without --normalise, the signal's default recipe (None), not the preset's resolved one
-    return build_config(default_run_config(model), {"normalise": None, "model": model, **settings})
+    preset = default_run_config(model, screen_model=settings.get("screen_model"))
+    return build_config(preset, {"normalise": None, "model": model, **settings})
 
 
 def _build(cls: type, data: dict) -> Any:
@@ -379,8 +411,9 @@ def _build(cls: type, data: dict) -> Any:
     kwargs = {}
     for f in dataclasses.fields(cls):
         value = data[f.name]
-        if dataclasses.is_dataclass(hints[f.name]):
-            value = _build(hints[f.name], value)
+        inner = _dataclass_of(hints[f.name])
+        if inner and value is not None:
+            value = _build(inner, value)
         elif isinstance(value, list):
             value = tuple(value)
         kwargs[f.name] = value

@@ -86,7 +86,18 @@ class RunConfig:
         seed: seed of every training stage and of the threshold fit.
         filter: which filter decides the removals (`filters.FILTERS`): `forgetfilter` (the
             method), or the `static` or `random` baseline on the same scores.
+        screen_model: a model (smaller, cheaper) that runs the filtering stages in place of
+            `model`: it is M0 of the noisy and safety finetunes and of every scoring pass, with
+            `noisy_train` and `safety_train` as its settings; `model` is finetuned once, on the
+            kept data (`final_train`). None: `model` runs every stage.
+        screen_steps: optimizer steps of the noisy finetune that produces the scores (M0 -> M1),
+            shorter than the delivered finetune, which keeps its own length. None: `noisy_train`'s.
+        final_train: training settings of the delivered model (the final finetune). None: those
+            of `noisy_train`; with `screen_model`, the target model's preset.
     """
+
+    #: An unset (None) nested config that a setting of one of its fields starts from this one.
+    INHERITS = {"final_train": "noisy_train"}
 
     model: str = "tiny"
     signal: str = field(default="loss", metadata={"choices": signals.names})
@@ -107,6 +118,9 @@ class RunConfig:
     filter: str = field(
         default="forgetfilter", metadata={"choices": lambda: tuple(filters.FILTERS)}
     )
+    screen_model: str | None = None
+    screen_steps: int | None = None
+    final_train: TrainConfig | None = None
 
     def __post_init__(self) -> None:
         kind = signals.get(self.signal).kind
@@ -148,14 +162,27 @@ class RunConfig:
             )
         self.noisy_train.validate()
         self.safety_train.validate()
+        if self.final_train == self.noisy_train:  # a copy of the noisy finetune's sets nothing
+            self.final_train = None
+        if self.final_train is not None:
+            self.final_train.validate()
         if (
             self.score_batch_size < 1
             or self.curve_points < 0
             or (self.safety_steps is not None and self.safety_steps < 1)
+            or (self.screen_steps is not None and self.screen_steps < 1)
         ):
             raise ConfigError(
-                "`score_batch_size` and `safety_steps` must be positive, `curve_points` >= 0"
+                "`score_batch_size`, `safety_steps` and `screen_steps` must be positive, "
+                "`curve_points` >= 0"
             )
+        if self.screen_model is not None and not str(self.screen_model).strip():
+            raise ConfigError("`screen_model` must name a model (or be unset)")
+
+    @property
+    def screener(self) -> str:
+        """The model that runs the filtering stages: `screen_model`, or `model` itself."""
+        return self.screen_model or self.model
 
     def fingerprint(self) -> dict:
         """What must match for a rerun to continue (everything but `final` and speed options)."""
@@ -164,9 +191,12 @@ class RunConfig:
         d = asdict(self)
         d.pop("final")
         d.pop("compile_generation")
-        for stage in ("noisy_train", "safety_train"):  # where metrics go changes no result
-            d[stage].pop("report_to")
+        for stage in ("noisy_train", "safety_train", "final_train"):  # metrics' sink: no result
+            if d[stage] is not None:
+                d[stage].pop("report_to")
         d["model"] = canonical_name(self.model)
+        if self.screen_model is not None:
+            d["screen_model"] = canonical_name(self.screen_model)
         return d
 
 
@@ -351,14 +381,14 @@ PIPELINE: tuple[Stage, ...] = (
     Stage(
         "scores_m0",
         ("scores_m0.*",),
-        _score(lambda s: s.cfg.model, "scores_m0"),
+        _score(lambda s: s.cfg.screener, "scores_m0"),
         when=_needs("m0"),
     ),
     Stage(
         "m1",
         ("m1",),
         lambda s: train_stage(
-            s.cfg.model, s.scored, s.run.dir / "m1", noisy_cfg(s.cfg), s.progress
+            s.cfg.screener, s.scored, s.run.dir / "m1", screen_cfg(s.cfg), s.progress
         ),
         when=_needs("m1"),
     ),
@@ -404,7 +434,7 @@ PIPELINE: tuple[Stage, ...] = (
         "final",
         ("final",),
         lambda s: train_stage(
-            s.cfg.model, s.kept, s.run.dir / "final", noisy_cfg(s.cfg), s.progress
+            s.cfg.model, s.kept, s.run.dir / "final", final_cfg(s.cfg), s.progress
         ),
         when=lambda s: s.cfg.final and bool(s.kept),
     ),
@@ -524,8 +554,10 @@ def _canonical(recorded: dict) -> dict:
     from .thresholds import ADDED_FIELDS as THRESHOLD_ADDED
     from .training import ADDED_FIELDS
 
-    out = {"filter": "forgetfilter", **recorded, "model": canonical_name(recorded.get("model", ""))}
-    for key in ("noisy_train", "safety_train"):
+    added = {"filter": "forgetfilter", "screen_model": None, "screen_steps": None}
+    out = {**added, "final_train": None, **recorded}
+    out["model"] = canonical_name(recorded.get("model", ""))
+    for key in ("noisy_train", "safety_train", "final_train"):
         if isinstance(out.get(key), dict):
             out[key] = {**ADDED_FIELDS, **out[key]}
     if isinstance(out.get("threshold"), dict):
@@ -601,8 +633,21 @@ def unlabelled(examples: Sequence[Example]) -> list[Example]:
 
 # ------------------------------------------------------------------ training stages
 def noisy_cfg(cfg: RunConfig) -> TrainConfig:
-    """Training settings of M0 -> M1 and of the final model."""
+    """The noisy finetune's settings, with the run's seed."""
     return dataclasses.replace(cfg.noisy_train, seed=cfg.seed)
+
+
+def screen_cfg(cfg: RunConfig) -> TrainConfig:
+    """Training settings of M0 -> M1: the noisy finetune's, `screen_steps` long if set."""
+    t = noisy_cfg(cfg)
+    if cfg.screen_steps is None:
+        return t
+    return dataclasses.replace(t, max_steps=cfg.screen_steps, epochs=max(t.epochs, 1e9))
+
+
+def final_cfg(cfg: RunConfig) -> TrainConfig:
+    """Training settings of the delivered model: `final_train`, else the noisy finetune's."""
+    return dataclasses.replace(cfg.final_train or cfg.noisy_train, seed=cfg.seed)
 
 
 def safety_cfg(cfg: RunConfig, n_safe: int) -> TrainConfig:
@@ -975,21 +1020,20 @@ def default_run_config(
     The defaults are `preset_for(model)`'s: the paper's settings for Hugging Face models (batch
     32), full finetuning at lr 5e-4 for 5 epochs for the built-in `tiny`. `save_every` (steps)
     checkpoints every training stage, so a killed run resumes inside a stage, not at its start.
+    With `screen_model` (in `run_fields`), the noisy and safety finetunes take that model's preset
+    and the arguments, and the final finetune (`final_train`) takes `model`'s preset with the
+    arguments that are not about the noisy finetune's length or rate (`max_length`, `dtype`,
+    batch sizes, `save_every`, prompt settings).
     """
-    base = dataclasses.asdict(preset_for(model))
+    screen = run_fields.get("screen_model")
+    base = dataclasses.asdict(preset_for(screen or model))
     # (the model's prompt format is chosen per tokenizer when the records are encoded)
     given = {"lr": lr, "safety_lr": safety_lr, "epochs": epochs, "max_length": max_length}
     base |= {k: v for k, v in given.items() if v is not None}
     if full is not None:
         base["finetune"] = "full" if full else "lora"
-    common = {
-        "finetune": base["finetune"],
-        "max_length": base["max_length"],
-        "dtype": dtype,
-        "prompt_format": prompt_format,
-        "assistant_turns": assistant_turns,
-    }
-    common |= {
+    shared = {"dtype": dtype, "prompt_format": prompt_format, "assistant_turns": assistant_turns}
+    shared |= {
         k: v
         for k, v in {
             "batch_size": batch_size,
@@ -998,8 +1042,18 @@ def default_run_config(
         }.items()
         if v
     }
+    common = {"finetune": base["finetune"], "max_length": base["max_length"], **shared}
     noisy = TrainConfig(lr=base["lr"], epochs=base["epochs"], **common)
     safety = TrainConfig(lr=base["safety_lr"], epochs=1.0, **common)
+    if screen and run_fields.get("final_train") is None:
+        target = preset_for(model)
+        run_fields["final_train"] = TrainConfig(
+            lr=target.lr,
+            epochs=target.epochs,
+            finetune=target.finetune,
+            max_length=max_length or target.max_length,
+            **shared,
+        )
     if normalise is not None:
         run_fields["normalise"] = normalise
     return RunConfig(model=model, noisy_train=noisy, safety_train=safety, **run_fields)

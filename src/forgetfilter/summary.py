@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 def summarise(run: Run, choice: ThresholdChoice, final_skipped: str | None = None) -> dict:
     """Write summary.json: counts, phi and why, truncation, timings, and label-based quality where labels exist.
 
+    It is built from the audit files on disk (inputs.json, kept/removed/scores.jsonl, filter.json,
+    each training stage's record), not from values in memory, so that the summary of a resumed
+    run, whose filter stage ran in an earlier process, describes exactly the files a user reads.
     A threshold that removes nothing, everything or more than half adds `warning`; a final stage skipped
     because nothing is left adds `final_skipped` (and `final_model` is None).
     """
@@ -52,6 +55,8 @@ def summarise(run: Run, choice: ThresholdChoice, final_skipped: str | None = Non
         if run.cfg.final and not final_skipped
         else None,
     }
+    if run.cfg.screen_model or run.cfg.screen_steps:
+        summary["screening"] = screening(run)
     saved = io.read_json(run.dir / "filter.json")
     fitted = share.from_fit(choice.details) if choice.method == "auto" else None
     if fitted and "unsafe_share" not in saved:
@@ -70,6 +75,26 @@ def summarise(run: Run, choice: ThresholdChoice, final_skipped: str | None = Non
         summary["final_skipped"] = final_skipped
     io.write_json(run.dir / "summary.json", summary)
     return summary
+
+
+def screening(run: Run) -> dict:
+    """Which model made the scores and how long its noisy finetune was, against the delivered one."""
+    cfg = run.cfg
+    screen = cfg.screen_model or cfg.model
+    steps = cfg.screen_steps
+    done = {k: finished_run(run.dir / k) for k in ("m1", "final")}
+    return {
+        "screen_model": screen,
+        "screen_model_source": describe(screen),
+        "screen_steps": steps,
+        "delivered_model": cfg.model,
+        "trained": {
+            k: {"steps": v.get("steps"), "tokens": v.get("tokens")} for k, v in done.items()
+        },
+        "note": f"the filtering stages (M0 -> M1 -> M2 and every score) ran on {screen}"
+        + (f" with a {steps}-step noisy finetune" if steps else "")
+        + f"; {cfg.model} is finetuned once, on the kept data",
+    }
 
 
 def threshold_warning(choice: ThresholdChoice) -> str | None:
