@@ -10,6 +10,7 @@ import pytest
 
 from forgetfilter import cli, experiments, io
 from forgetfilter.experiments import SCALES, Context, run_experiment
+from forgetfilter.pipeline import RunConfig
 
 OPTIONS = ["The old man", "The young man", "Can't be determined"]
 
@@ -135,7 +136,8 @@ def test_ablate_sweeps_ratio_steps_and_phi(micro, tmp_path):
     assert set(res["ratios"]) == {"0.25", "0.5", "0.75"}
     steps = res["ratios"]["0.5"]["steps"]
     assert len(steps) == SCALES["test"].ablate_points and all("auroc" in s for s in steps)
-    assert res["ratios"]["0.5"]["summary"]["normalise"] == "relative+learning"
+    # the run's default score for this model (a model directory: relative forgetting)
+    assert res["ratios"]["0.5"]["summary"]["normalise"] == RunConfig(model=str(micro)).normalise
     assert len(res["phi"]) > 2 and (tmp_path / "abl" / "report.html").exists()
 
 

@@ -86,7 +86,7 @@ def test_run_writes_auditable_outputs(micro_model_dir, tmp_path):
     assert {"id", "before", "after", "forgetting", "removed", "m0"} <= set(rows[0])
     m0 = {r["id"]: r["score"] for r in io.read_jsonl(out / "scores_m0.jsonl")}
     assert all(r["m0"] == m0[r["id"]] for r in rows)
-    assert summary["normalise"] == "relative+learning"
+    assert summary["normalise"] == "relative"  # a model directory: the paper's forgetting
     for name in ("learning", "forgetting_relative", "forgetting_relative+learning"):
         assert 0.0 <= summary["quality"][name]["auroc"] <= 1.0
     # the user's own records come back: the kept lines, byte for byte, in input order
@@ -120,6 +120,11 @@ def test_default_score_is_forgetting_and_learning_for_loss_and_forgetting_for_ro
 
     assert RunConfig().normalise == "relative+learning"
     assert RunConfig(signal="rouge").normalise == "relative"
+    # a pretrained model's default is the paper's forgetting; with a screen model, the screen's
+    smol = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert RunConfig(model=smol).normalise == "relative"
+    assert RunConfig(model=smol, screen_model="tiny").normalise == "relative+learning"
+    assert RunConfig(model="tiny", screen_model=smol).normalise == "relative"
     assert RunConfig(normalise="relative+static").normalise == "relative+static"
     with pytest.raises(ConfigError, match="needs a `signal` of kind nll"):
         RunConfig(signal="rouge", normalise="relative+learning")

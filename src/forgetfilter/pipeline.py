@@ -69,7 +69,9 @@ class RunConfig:
             `relative` (relative to the score before: the paper's forgetting), `relative+static`,
             `relative+learning` (mean rank of relative forgetting and of learning over M0; loss
             signal only) or `reversion` (the share of what was learned that was undone). None =
-            `relative+learning` for the loss signal, `relative` for rouge.
+            the preset's `loss_recipe` for the loss signal (`relative` for pretrained models,
+            `relative+learning` for the built-in `tiny`; with `screen_model`, the screen model's),
+            `relative` for rouge.
         safety_steps: optimizer steps of safety finetuning (M1 -> M2); None = one epoch of the safe set.
         noisy_train: training settings for M0 -> M1 and for the final model.
         safety_train: training settings for M1 -> M2 (its max_steps is set from `safety_steps`).
@@ -125,7 +127,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         kind = signals.get(self.signal).kind
         if self.normalise is None:
-            self.normalise = "relative+learning" if kind == "nll" else "relative"
+            self.normalise = preset_for(self.screener).loss_recipe if kind == "nll" else "relative"
         if self.normalise not in recipes.RECIPES:
             raise ConfigError(
                 f"unknown `normalise` {self.normalise!r}; choose from {', '.join(recipes.RECIPES)}"
@@ -975,6 +977,7 @@ class Preset:
         epochs: epochs of the noisy finetune.
         safety_lr: learning rate of the safety finetune.
         max_length: records are cut to this many tokens.
+        loss_recipe: the filter's score with the loss signal when `normalise` is not given.
     """
 
     name: str
@@ -983,12 +986,17 @@ class Preset:
     epochs: float
     safety_lr: float
     max_length: int
+    loss_recipe: str = "relative"
 
 
 #: The built-in `tiny` model (a few million parameters) is finetuned fully: LoRA r=8 barely
 #: learns the unsafe examples at that size.
-TINY_PRESET = Preset("tiny", "full", 5e-4, 5.0, 5e-4, 256)
-#: Hugging Face models: the paper's settings (LoRA r=8, alpha=16, dropout 0.05, lr 2e-4).
+#: Its score adds learning over M0 to forgetting: on tiny the unsafe examples are learned faster
+#: than the task data; on SmolLM2-135M-Instruct they are learned slower, and forgetting alone
+#: (the paper's score) ranks best (README, "Results").
+TINY_PRESET = Preset("tiny", "full", 5e-4, 5.0, 5e-4, 256, loss_recipe="relative+learning")
+#: Hugging Face models: the paper's settings (LoRA r=8, alpha=16, dropout 0.05, lr 2e-4) and
+#: its score, relative forgetting.
 PAPER_PRESET = Preset("paper", "lora", 2e-4, 3.0, 2e-4, 512)
 
 
