@@ -98,7 +98,7 @@ def run_config(a: argparse.Namespace, seed: int):
         cfg.noisy_train.lora.alpha = cfg.safety_train.lora.alpha = 2 * a.lora_r
     if a.lora_targets:
         targets = tuple(a.lora_targets.split(","))
-        cfg.noisy_train.lora.target_modules = cfg.safety_train.lora.target_modules = targets
+        cfg.noisy_train.lora.targets = cfg.safety_train.lora.targets = targets
     cfg.score_batch_size = a.score_batch_size
     return cfg
 
