@@ -218,6 +218,15 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_results(out: Path, args: dict, results: list[dict]) -> None:
+    """results.json (the arguments, every run, the summary) and table.md under `out`; prints the table."""
+    summary = summarise(results)
+    io.write_json(out / "results.json", {"args": args, "runs": results, "summary": summary})
+    text = markdown(summary)
+    (out / "table.md").write_text(text)
+    print(text)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="tiny")
@@ -272,11 +281,7 @@ def main() -> None:
                         f"{r['seconds']} s",
                         flush=True,
                     )
-    summary = summarise(results)
-    io.write_json(out / "results.json", {"args": vars(a), "runs": results, "summary": summary})
-    text = markdown(summary)
-    (out / "table.md").write_text(text)
-    print(text)
+    write_results(out, vars(a), results)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from realistic import evaluate, markdown, run_config, summarise
+from realistic import evaluate, run_config, write_results
 
 from forgetfilter import io
 from forgetfilter.pipeline import load_inputs, score_stage
@@ -70,11 +70,7 @@ def main() -> None:
         res |= {k: r[k] for k in ("risk", "share", "safe_set", "seed")}
         results.append(res)
         print(tag, json.dumps({k: round(v["auroc"] or 0, 3) for k, v in res["ranking"].items()}))
-    summary = summarise(results)
-    io.write_json(out / "results.json", {"args": vars(a), "runs": results, "summary": summary})
-    text = markdown(summary)
-    (out / "table.md").write_text(text)
-    print(text)
+    write_results(out, vars(a), results)
 
 
 if __name__ == "__main__":
