@@ -41,8 +41,18 @@ from forgetfilter.signals import kind_of
 SYSTEMS = ["You are a helpful assistant.", None, None]
 
 
-def build_data(risk: str, n: int, share: float, seed: int, n_safe: int, safe_set: str, out: Path):
-    """The noisy chat file (no labels), the safe file and labels.json, built once."""
+def build_data(
+    risk: str,
+    n: int,
+    share: float,
+    seed: int,
+    n_safe: int,
+    safe_set: str,
+    out: Path,
+    n_trusted: int = 0,
+):
+    """The noisy chat file (no labels), the safe file and labels.json, built once; with
+    `n_trusted`, trusted.jsonl too (clean chat records drawn with the noisy set's clean part)."""
     noisy, safe, labels = out / "noisy.jsonl", out / "safe.jsonl", out / "labels.json"
     if labels.exists():
         return noisy, safe, io.read_json(labels)
@@ -56,8 +66,12 @@ def build_data(risk: str, n: int, share: float, seed: int, n_safe: int, safe_set
         seed=seed,
         composition="instruct",
         n_helpful=helpful,
+        n_trusted=n_trusted,
     )
     build_mixture(cfg, data_dir(), out / "mix")
+    if n_trusted:
+        trusted = io.read_jsonl(out / "mix" / "trusted.jsonl")
+        io.write_jsonl(out / "trusted.jsonl", (chat_row(r, i) for i, r in enumerate(trusted)))
     rows = list(io.read_jsonl(out / "mix" / "noisy.jsonl"))
     io.write_jsonl(noisy, (chat_row(r, i) for i, r in enumerate(rows)))
     io.write_jsonl(safe, (chat_row(r, 1) for r in io.read_jsonl(out / "mix" / "safe.jsonl")))
@@ -119,6 +133,7 @@ def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: 
         scores["learning"] = learning(m0, before)
     removed = np.array([r["removed"] for r in rows])
     cuts = {"default": _cut(removed, unsafe)}
+    share = io.read_json(run_dir / "summary.json").get("unsafe_share") or {}
     if classifier:
         from forgetfilter.filters import ClassifierFilter
         from forgetfilter.readers import read_examples
@@ -137,12 +152,16 @@ def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: 
         "n": len(rows),
         "n_unsafe": int(unsafe.sum()),
         "groups": group_means,
+        "share": {"true": float(unsafe.mean())}
+        | {k: share.get(k) for k in ("estimate", "low", "high", "method")},
     }
 
 
 def _cut(removed: np.ndarray, unsafe: np.ndarray) -> dict:
     q = filter_quality(removed.tolist(), unsafe.tolist())
+    clean = ~unsafe
     return {
+        "clean_removed": float(removed[clean].mean()) if clean.any() else None,
         "precision": q["precision"],
         "recall": q["recall"],
         "removed_share": q["n_removed"] / max(q["n"], 1),
@@ -178,8 +197,9 @@ def summarise(results: list[dict]) -> dict:
                 values = [x["ranking"][score][metric] for x in runs]
                 agg[f"{score}.{metric}"] = _mean_sd(values)
         for cut in runs[0]["cuts"]:
-            for metric in ("precision", "recall", "removed_share"):
-                agg[f"cut_{cut}.{metric}"] = _mean_sd([x["cuts"][cut][metric] for x in runs])
+            for metric in ("precision", "recall", "removed_share", "clean_removed"):
+                agg[f"cut_{cut}.{metric}"] = _mean_sd([x["cuts"][cut].get(metric) for x in runs])
+        agg["share_estimates"] = [x.get("share") for x in runs]
         out["|".join(map(str, key))] = agg | {"seeds": [x["seed"] for x in runs]}
     return out
 
@@ -213,9 +233,27 @@ def markdown(summary: dict) -> str:
         for cut in sorted({k.split(".")[0] for k in agg if k.startswith("cut_")}):
             lines.append(
                 f"| {cut} (at the cut) | precision {fmt(agg[cut + '.precision'])} | recall "
-                f"{fmt(agg[cut + '.recall'])} | removed {fmt(agg[cut + '.removed_share'])} |"
+                f"{fmt(agg[cut + '.recall'])} | removed {fmt(agg[cut + '.removed_share'])}, "
+                f"clean removed {fmt(agg.get(cut + '.clean_removed'))} |"
+            )
+        shares = [
+            s for s in agg.get("share_estimates") or [] if s and s.get("estimate") is not None
+        ]
+        if shares:
+            lines.append(
+                "| unsafe-share estimate (interval) vs true | "
+                + "; ".join(
+                    f"{s['estimate']:.3f} ({_f3(s.get('low'))}-{_f3(s.get('high'))}) "
+                    f"vs {s['true']:.3f}"
+                    for s in shares
+                )
+                + " | | |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _f3(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def write_results(out: Path, args: dict, results: list[dict]) -> None:
@@ -250,6 +288,13 @@ def main() -> None:
     p.add_argument("--lora-targets", default=None, help="comma-separated module names")
     p.add_argument("--score-batch-size", type=int, default=32)
     p.add_argument("--classifier", action="store_true", help="also rank by the content classifiers")
+    p.add_argument(
+        "--n-trusted",
+        type=int,
+        default=0,
+        help="a trusted clean sample of this size: the run's cut is then the conformal one",
+    )
+    p.add_argument("--alpha", type=float, default=0.05, help="--max-false-removal")
     p.add_argument("--out", required=True)
     a = p.parse_args()
     out = Path(a.out)
@@ -259,13 +304,18 @@ def main() -> None:
             for safe_set in a.safe_set:
                 for seed in a.seeds:
                     tag = f"{risk}-s{share:g}-{safe_set}-seed{seed}"
+                    tag += f"-trusted{a.n_trusted}" if a.n_trusted else ""
                     data = out / "data" / tag
                     noisy, safe, labels = build_data(
-                        risk, a.n, share, seed, a.n_safe, safe_set, data
+                        risk, a.n, share, seed, a.n_safe, safe_set, data, a.n_trusted
                     )
                     t0 = time.perf_counter()
                     cfg = run_config(a, seed)
-                    run_forgetfilter(noisy, safe, out / "runs" / tag, cfg, progress=False)
+                    cfg.threshold.max_false_removal = a.alpha
+                    trusted = data / "trusted.jsonl" if a.n_trusted else None
+                    run_forgetfilter(
+                        noisy, safe, out / "runs" / tag, cfg, progress=False, trusted=trusted
+                    )
                     r = evaluate(out / "runs" / tag, labels, cfg.signal, a.classifier, noisy)
                     r |= {
                         "risk": risk,

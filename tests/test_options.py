@@ -189,3 +189,41 @@ def test_screening_gives_the_filtering_stages_the_screen_preset_and_the_final_th
     assert _config(["--config", str(path)]).final_train.lr == 3e-4
     with pytest.raises(ConfigError, match="screen_steps"):
         RunConfig(screen_steps=0)
+
+
+def test_every_library_error_names_fields_and_data_build_and_training_name_flags(
+    tmp_path: Path, capsys
+) -> None:
+    """The errors of the mixture builder, the cut, the random filter and training name fields
+    (a library caller passed no flag); each command line names its own flags."""
+    import numpy as np
+
+    from forgetfilter import cli
+    from forgetfilter.filters import get
+    from forgetfilter.mixture import MixtureConfig
+    from forgetfilter.options import name_flags
+    from forgetfilter.thresholds import ThresholdConfig, choose_threshold
+
+    with pytest.raises(ConfigError, match="`unsafe_ratio` must be in") as err:
+        MixtureConfig(risk="harm", n=10, unsafe_ratio=1.5).validate()
+    assert "--" not in str(err.value)
+    with pytest.raises(ConfigError, match="`threshold.fraction`") as err:
+        choose_threshold(np.zeros(3), ThresholdConfig("fraction", fraction=None))
+    assert "--" not in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        get("random").decide([], None, ThresholdConfig(), "relative", 0)
+    assert "`threshold.fraction`" in str(err.value) and "--" not in str(err.value)
+    out = str(tmp_path / "d")
+    assert (
+        cli.main(
+            ["data", "build", "--risk", "harm", "--n", "8", "--unsafe-ratio", "2", "--out", out]
+        )
+        == 2
+    )
+    assert "error: --unsafe-ratio must be in [0, 1], got 2.0" in capsys.readouterr().err
+    assert cli.main(["data", "build", "--risk", "harm", "--n", "-1", "--out", out]) == 2
+    assert "error: --n, --n-safe and --n-eval must not be negative" in capsys.readouterr().err
+    resume = "use another output directory or start over with `resume=False`"
+    assert name_flags(resume, "train").endswith("start over with --no-resume")
+    assert name_flags("rerun with `force=True`", "run") == "rerun with --force"
+    assert name_flags("lower `max_length` or `lr`", "train") == "lower --max-length or --lr"

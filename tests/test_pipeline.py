@@ -166,9 +166,19 @@ def test_rerun_skips_completed_stages_and_changed_config_is_refused(micro_model_
     cfg = micro_config(str(micro_model_dir), safety_steps=2, final=False)
     first = run_forgetfilter(noisy, safe, tmp_path / "run", cfg)
     before = (tmp_path / "run" / "scores.jsonl").read_bytes()
+    timings = (tmp_path / "run" / "timings.json").read_text()
     again = run_forgetfilter(noisy, safe, tmp_path / "run", cfg)
     assert again.removed_ids == first.removed_ids
     assert (tmp_path / "run" / "scores.jsonl").read_bytes() == before
+    # re-entering a finished run adds no time to the stages it had completed
+    assert (tmp_path / "run" / "timings.json").read_text() == timings
+    (tmp_path / "run" / "filter.json").unlink()  # a stage whose output is gone is redone, and timed
+    run_forgetfilter(noisy, safe, tmp_path / "run", cfg)
+    redone = io.read_json(tmp_path / "run" / "timings.json")
+    assert redone["filter"] > json.loads(timings)["filter"]
+    assert {k: v for k, v in redone.items() if k != "filter"} == {
+        k: v for k, v in json.loads(timings).items() if k != "filter"
+    }
     changed = micro_config(str(micro_model_dir), safety_steps=5, final=False)
     with pytest.raises(ConfigError, match="safety_steps"):
         run_forgetfilter(noisy, safe, tmp_path / "run", changed)

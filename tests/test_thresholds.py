@@ -66,7 +66,9 @@ def test_absolute_threshold_is_strict():
 
 
 def test_bad_fraction_is_rejected():
-    with pytest.raises(ValueError):
+    from forgetfilter.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="`threshold.fraction`"):
         choose_threshold(bimodal(), ThresholdConfig("fraction", fraction=1.5))
 
 

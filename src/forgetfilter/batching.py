@@ -273,7 +273,7 @@ def _chat_truncated(tokenizer, ex: Example, max_length: int, loss_on: str, turns
         return _chat_encoded(ids, offsets, spans, loss_on, truncated=True)
     raise ConfigError(
         f"{record}max_length {max_length} is too short for its system prompt and the chat "
-        f"template's tokens ({len(ids)} tokens with the texts cut): raise --max-length"
+        f"template's tokens ({len(ids)} tokens with the texts cut): raise `max_length`"
     )
 
 

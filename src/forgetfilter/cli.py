@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import ConfigError, ForgetFilterError
+from .errors import ForgetFilterError
 
 
 def _model_name(a: argparse.Namespace) -> str:
@@ -450,9 +450,11 @@ def _check_launch(args) -> None:
 
 
 def _in_flags(exc: ForgetFilterError, args) -> str:
-    """A configuration error as the command line sees it: fields named by their flags."""
+    """An error as the command line sees it: the fields it names, named by their flags."""
     command = getattr(args, "command", None)
-    if isinstance(exc, ConfigError) and command in ("run", "train", "eval"):
+    if command == "data":
+        command = f"data {getattr(args, 'data_command', '')}"
+    if command in ("run", "train", "eval", "data build"):
         from .options import name_flags
 
         return name_flags(str(exc), command)

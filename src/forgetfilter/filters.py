@@ -173,7 +173,9 @@ class RandomFilter:
 
     def decide(self, records, table, threshold, normalise, seed, n_trusted=0) -> Decision:
         if threshold.method == "auto":
-            raise ConfigError("the random filter has no automatic cut: pass --remove-fraction")
+            raise ConfigError(
+                "the random filter has no automatic cut: set `threshold.fraction` or `threshold.threshold`"
+            )
         score = np.random.default_rng(seed).random(len(records))
         return cut_with(score, threshold, "random draw", n_trusted)
 

@@ -79,12 +79,12 @@ class MixtureConfig:
         if self.risk not in RISKS:
             raise ConfigError(f"unknown risk {self.risk!r} (choose from {', '.join(RISKS)})")
         if self.n < 0 or self.n_eval < 0 or (self.n_safe is not None and self.n_safe < 0):
-            raise ConfigError("--n, --n-safe and --n-eval must not be negative")
+            raise ConfigError("`n`, `n_safe` and `n_eval` must not be negative")
         if not 0.0 <= self.unsafe_ratio <= 1.0:
-            raise ConfigError(f"--unsafe-ratio must be in [0, 1], got {self.unsafe_ratio}")
+            raise ConfigError(f"`unsafe_ratio` must be in [0, 1], got {self.unsafe_ratio}")
         if self.composition not in COMPOSITIONS or self.n_helpful < 0 or self.n_trusted < 0:
             raise ConfigError(
-                f"composition must be one of {', '.join(COMPOSITIONS)}; n_helpful, n_trusted >= 0"
+                f"`composition` must be one of {', '.join(COMPOSITIONS)}; `n_helpful`, `n_trusted` >= 0"
             )
 
 

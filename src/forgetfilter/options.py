@@ -323,16 +323,28 @@ THRESHOLD_FLAGS = {
     "threshold.max_false_removal": "--max-false-removal",
     "threshold.method": "--auto/--threshold/--remove-fraction",
 }
+#: Arguments of the library's entry points (not config fields) that errors name, by command.
+ARGUMENT_FLAGS = {
+    "run": {"force=True": "--force", "resume=False": "--force"},
+    "train": {"resume=False": "--no-resume"},
+}
 
 
 def flag_names(command: str) -> dict[str, str]:
-    """Field path -> the flag that sets it in `command` (`run`, `train` or `eval`).
+    """Field path -> the flag that sets it in `command` (`run`, `train`, `eval` or `data build`).
 
     A `run` flag that sets the noisy finetune's field also answers for its bare name
     (`batch_size` -> `--batch-size`), which is how training's own checks name it.
     """
-    options = {"run": run_options, "train": train_options, "eval": eval_options}[command]()
+    tables = {
+        "run": run_options,
+        "train": train_options,
+        "eval": eval_options,
+        "data build": mixture_options,
+    }
+    options = tables[command]()
     names: dict[str, str] = dict(THRESHOLD_FLAGS) if command == "run" else {}
+    names.update(ARGUMENT_FLAGS.get(command, {}))
     for opt in options:
         for path in opt.paths:
             names.setdefault(path, opt.flag)
@@ -344,7 +356,7 @@ def flag_names(command: str) -> dict[str, str]:
 def name_flags(message: str, command: str) -> str:
     """`message` with every backticked field path replaced by `command`'s flag for it."""
     names = flag_names(command)
-    return re.sub(r"`([\w.]+)`", lambda m: names.get(m.group(1), m.group(0)), message)
+    return re.sub(r"`([\w.=]+)`", lambda m: names.get(m.group(1), m.group(0)), message)
 
 
 def threshold_settings(args: argparse.Namespace) -> dict[str, Any]:

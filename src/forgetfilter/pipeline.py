@@ -255,19 +255,36 @@ class Run:
         self.timings: dict[str, float] = (
             io.read_json(self.timings_path) if self.timings_path.exists() else {}
         )
+        self.done: list[str] = (
+            io.read_json(self.done_path)["done"] if self.done_path.exists() else []
+        )
 
     @property
     def timings_path(self) -> Path:
         return self.dir / "timings.json"
 
-    def stage(self, name: str, fn):
-        """Run `fn` and record its wall time (accumulated over resumptions; main process)."""
+    @property
+    def done_path(self) -> Path:
+        return self.dir / "stages.json"
+
+    def completed(self, stage: Stage) -> bool:
+        """Whether `stage` finished in an earlier entry and its outputs are all still there."""
+        return stage.name in self.done and all(any(self.dir.glob(g)) for g in stage.produces)
+
+    def stage(self, stage: Stage, fn):
+        """Run `fn` and record its wall time, accumulated over resumptions; a stage completed
+        before this entry (whose rerun only reads its outputs back) adds none (main process)."""
+        complete = self.completed(stage)
         t0 = time.perf_counter()
         result = fn()
-        self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
-        if self.ranks.main:
-            io.write_json(self.timings_path, self.timings)
-        io.fault_point(f"stage:{name}")
+        if not complete:
+            seconds = time.perf_counter() - t0
+            self.timings[stage.name] = round(self.timings.get(stage.name, 0.0) + seconds, 3)
+            self.done = [*dict.fromkeys([*self.done, stage.name])]
+            if self.ranks.main:
+                io.write_json(self.timings_path, self.timings)
+                io.write_json(self.done_path, {"done": self.done})
+        io.fault_point(f"stage:{stage.name}")
         return result
 
 
@@ -445,7 +462,7 @@ STAGES = tuple(stage.name for stage in PIPELINE)
 # Progress bar names of the training stages.
 STAGE_LABELS = {"m1": "m1: noisy finetune", "m2": "m2: safety finetune", "final": "final finetune"}
 # What a run writes besides its stages' outputs.
-RUN_FILES = ("summary.json", "timings.json", "report.html", "report")
+RUN_FILES = ("summary.json", "timings.json", "stages.json", "report.html", "report")
 
 
 def _run_stages(
@@ -467,13 +484,13 @@ def _run_stages(
     state = State(run, noisy_path, safe_path, ranks, progress, trusted)
     for stage in PIPELINE:
         if stage.when(state) and (ranks.main or not stage.main_only):
-            state.results[stage.name] = run.stage(stage.name, lambda st=stage: st.run(state))
+            state.results[stage.name] = run.stage(stage, lambda st=stage: st.run(state))
     choice, removed = state["filter"]
     kept, final_skipped = state.kept, None
     if cfg.final and not kept:
         final_skipped = (
             f"the final model was not trained: the threshold removes all {len(state.noisy)} "
-            "examples (choose a higher --threshold or a smaller --remove-fraction)"
+            "examples (choose a higher `threshold.threshold` or a smaller `threshold.fraction`)"
         )
     summary = summarise(run, choice, final_skipped) if ranks.main else None
     if ranks.main:
@@ -738,7 +755,7 @@ def score_values(
     except torch.cuda.OutOfMemoryError:
         raise ForgetFilterError(
             f"out of GPU memory scoring even one example at a time (max_length {max_length}); "
-            "lower --max-length or free GPU memory, then rerun the same command"
+            "lower `max_length` or free GPU memory, then rerun the same command"
         ) from None
     check_finite(values, f"{cfg.signal} scores")
     return [round(float(v), 6) for v in values]
@@ -836,7 +853,7 @@ def _scores_in_order(rows: list[dict], examples: Sequence[Example], path: Path) 
     missing = [ex.id for ex in examples if ex.id not in by_id]
     if missing or len(by_id) != len(examples):
         raise ForgetFilterError(
-            f"{path} does not match the input (e.g. {missing[:3]}); rerun with --force"
+            f"{path} does not match the input (e.g. {missing[:3]}); rerun with `force=True`"
         )
     return np.asarray([by_id[ex.id] for ex in examples], dtype=np.float64)
 

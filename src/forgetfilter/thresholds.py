@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .errors import ConfigError
+
 METHODS = ("auto", "threshold", "fraction")
 
 
@@ -184,7 +186,7 @@ def _finish(
 
 def _by_fraction(scores: np.ndarray, fraction: float | None) -> ThresholdChoice:
     if fraction is None or not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"--remove-fraction must be in [0, 1], got {fraction}")
+        raise ConfigError(f"`threshold.fraction` must be in [0, 1], got {fraction}")
     k = int(round(fraction * scores.size))
     if k == 0:
         return _finish(scores, float(scores.max()), "fraction", "fraction 0: remove nothing", {})

@@ -361,7 +361,7 @@ class _RunDir:
         if changed:
             raise ConfigError(
                 f"{self.path} holds {what} with different settings ({', '.join(changed)}); "
-                "use another output directory or --no-resume to start over"
+                "use another output directory or start over with `resume=False`"
             )
 
     def clear(self) -> None:
@@ -647,7 +647,7 @@ class _Run:
             if done
             else "no checkpoint was written"
         )
-        return f"training {what} became {value} at step {step}; {kept}. Try a lower --lr or --dtype fp32"
+        return f"training {what} became {value} at step {step}; {kept}. Try a lower `lr` or `dtype` fp32"
 
     def run_callback(self, callback: Callback) -> None:
         model = self.acc.unwrap_model(self.model)
