@@ -152,7 +152,7 @@ def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: 
         "n": len(rows),
         "n_unsafe": int(unsafe.sum()),
         "groups": group_means,
-        "share": {"true": float(unsafe.mean())}
+        "share_estimate": {"true": float(unsafe.mean())}
         | {k: share.get(k) for k in ("estimate", "low", "high", "method")},
     }
 
@@ -199,7 +199,7 @@ def summarise(results: list[dict]) -> dict:
         for cut in runs[0]["cuts"]:
             for metric in ("precision", "recall", "removed_share", "clean_removed"):
                 agg[f"cut_{cut}.{metric}"] = _mean_sd([x["cuts"][cut].get(metric) for x in runs])
-        agg["share_estimates"] = [x.get("share") for x in runs]
+        agg["share_estimates"] = [x.get("share_estimate") for x in runs]
         out["|".join(map(str, key))] = agg | {"seeds": [x["seed"] for x in runs]}
     return out
 
