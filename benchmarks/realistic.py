@@ -35,7 +35,7 @@ from forgetfilter.metrics import filter_quality, ranking_quality
 from forgetfilter.mixture import MixtureConfig, build_mixture
 from forgetfilter.paths import data_dir
 from forgetfilter.pipeline import default_run_config, run_forgetfilter
-from forgetfilter.recipes import RECIPES, ScoreTable, apply, learning, static
+from forgetfilter.recipes import RECIPES, ScoreTable, apply, learning, mean_rank, static
 from forgetfilter.signals import kind_of
 
 SYSTEMS = ["You are a helpful assistant.", None, None]
@@ -141,10 +141,15 @@ def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: 
 
         examples, _ = read_examples(noisy)
         by_id = {ex.id: content(ex) for ex in examples}
-        probs = ClassifierFilter().probabilities([by_id[r["id"]] for r in rows])
+        records = [by_id[r["id"]] for r in rows]
+        probs = ClassifierFilter().probabilities(records)
         scores["classifier"] = probs
+        scores["forgetting+classifier"] = mean_rank(scores["default"], probs)
         cuts["classifier"] = _cut(probs > 0.5, unsafe)
     ranking = {k: ranking_quality(unsafe, v) for k, v in scores.items()}
+    if classifier:
+        sources = np.array([labels[r["id"]][1] for r in rows])
+        ranking |= held_out_source(records, scores, unsafe, sources)
     group_means = _group_means(rows, labels, before, after, m0)
     return {
         "ranking": ranking,
@@ -155,6 +160,41 @@ def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: 
         "share_estimate": {"true": float(unsafe.mean())}
         | {k: share.get(k) for k in ("estimate", "low", "high", "method")},
     }
+
+
+# A mixture's unsafe source -> the classifier training source it comes from.
+CLASSIFIER_SOURCE = {"decodingtrust-gpt3": "gpt", "decodingtrust-gpt4": "gpt"}
+
+
+def held_out_source(records, scores: dict, unsafe: np.ndarray, sources: np.ndarray) -> dict:
+    """Rankings on one unsafe source at a time, by classifiers that never saw that source.
+
+    For every source S of the unsafe examples that the content classifiers train on, the
+    classifiers are retrained without S (`ClassifierConfig.holdout_sources`) and the examples
+    ranked are the clean ones and the unsafe ones from S. Keys: `<score> | held out S` for the
+    held-out classifier, its mean rank with the run's score, and the label-free scores on the same
+    examples (so the rows compare like with like).
+    """
+    from forgetfilter.classifiers import SOURCES
+    from forgetfilter.filters import ClassifierFilter
+
+    known = {s for kind in SOURCES.values() for s in kind}
+    out = {}
+    for src in sorted(set(sources[unsafe])):
+        held = CLASSIFIER_SOURCE.get(src, src)
+        if held not in known:
+            continue
+        keep = ~unsafe | (sources == src)
+        probs = ClassifierFilter(holdout_sources=(held,)).probabilities(records)
+        tag = f" | held out {src}"
+        out[f"classifier{tag}"] = ranking_quality(unsafe[keep], probs[keep])
+        combined = mean_rank(scores["default"], probs)
+        out[f"forgetting+classifier{tag}"] = ranking_quality(unsafe[keep], combined[keep])
+        for name in ("default", "learning", "static", "classifier"):
+            if name in scores:
+                label = "classifier (seen)" if name == "classifier" else name
+                out[f"{label}{tag}"] = ranking_quality(unsafe[keep], scores[name][keep])
+    return out
 
 
 def _cut(removed: np.ndarray, unsafe: np.ndarray) -> dict:
@@ -192,9 +232,10 @@ def summarise(results: list[dict]) -> dict:
     out = {}
     for key, runs in keyed.items():
         agg = {}
-        for score in runs[0]["ranking"]:
+        names = dict.fromkeys(score for x in runs for score in x["ranking"])
+        for score in names:  # a held-out source can be absent from a seed's mixture
             for metric in ("auroc", "auprc", "p_at_k"):
-                values = [x["ranking"][score][metric] for x in runs]
+                values = [x["ranking"][score][metric] for x in runs if score in x["ranking"]]
                 agg[f"{score}.{metric}"] = _mean_sd(values)
         for cut in runs[0]["cuts"]:
             for metric in ("precision", "recall", "removed_share", "clean_removed"):

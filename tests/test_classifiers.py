@@ -131,3 +131,29 @@ def test_classifier_filter_never_trains_on_the_texts_it_judges(tmp_path, monkeyp
     assert len(long) > 40 and not any(j in r.text for r in left for j in long)
     assert not {r.text.strip() for r in left} & {j.strip() for j in judged}
     assert len(left) == len(rows) - held_out.card["n_excluded_texts"]
+
+
+@needs_data
+def test_a_held_out_source_is_never_trained_on_and_named_wrongly_is_an_error(
+    tmp_path, monkeypatch
+) -> None:
+    """`holdout_sources` drops every training text of a source and keys its own cache entry."""
+    monkeypatch.setenv("FORGETFILTER_CACHE", str(tmp_path))
+    cfg = classifiers.ClassifierConfig(max_train=1500, max_per_source=1000)
+    held = classifiers.ClassifierConfig(
+        max_train=1500, max_per_source=1000, holdout_sources=("hh-rlhf",)
+    )
+    rows = classifiers.load_training_texts("harm", None, cfg)
+    left = classifiers.load_training_texts("harm", None, held)
+    assert any(r.source == "hh-rlhf" for r in rows)
+    assert not any(r.source == "hh-rlhf" for r in left)
+    assert {r.source for r in left} == {r.source for r in rows} - {"hh-rlhf"}
+    scorer = classifiers.cached_classifier("harm", cfg=held)
+    assert "hh-rlhf" not in scorer.card["per_source"]
+    assert list(scorer.card["config"]["holdout_sources"]) == ["hh-rlhf"]
+    classifiers.cached_classifier("harm", cfg=cfg)
+    assert len(list((tmp_path / "classifiers").glob("harm-*.json"))) == 2
+    with pytest.raises(ConfigError, match="holdout_sources: no harm training source davidson"):
+        classifiers.load_training_texts(
+            "harm", None, classifiers.ClassifierConfig(holdout_sources=("davidson",))
+        )

@@ -32,7 +32,7 @@ import json
 import random
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +44,11 @@ from .refusals import is_refusal
 
 CLASSIFIER_VERSION = 1
 KINDS = ("toxicity", "harm")
+# The training sources of each kind (`LabelledText.source`), which `holdout_sources` may name.
+SOURCES = {
+    "toxicity": ("davidson", "rtp", "gpt", "alpaca"),
+    "harm": ("jailbreakbench", "hh-rlhf", "safety-tuned-llamas", "alpaca"),
+}
 
 
 # ---------------------------------------------------------------- scorer interface
@@ -70,6 +75,8 @@ class ClassifierConfig:
         c: inverse regularisation strength of the logistic regression.
         word_ngrams / char_ngrams: n-gram ranges of the two TF-IDF views.
         max_features: vocabulary cap of each TF-IDF view.
+        holdout_sources: training sources left out entirely (`SOURCES`), to measure the
+            classifier on a kind of data it has never seen.
     """
 
     seed: int = 0
@@ -80,6 +87,7 @@ class ClassifierConfig:
     word_ngrams: tuple[int, int] = (1, 2)
     char_ngrams: tuple[int, int] = (2, 5)
     max_features: int = 200_000
+    holdout_sources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -318,6 +326,13 @@ def load_training_texts(
         rows += _alpaca_outputs(root, 1500, cfg.seed)
     else:
         raise ConfigError(f"unknown classifier kind {kind!r} (choose from {', '.join(KINDS)})")
+    unknown = sorted(set(cfg.holdout_sources) - set(SOURCES[kind]))
+    if unknown:
+        raise ConfigError(
+            f"holdout_sources: no {kind} training source {', '.join(unknown)} "
+            f"(choose from {', '.join(SOURCES[kind])})"
+        )
+    rows = [r for r in rows if r.source not in cfg.holdout_sources]
     return _cap_per_source(_dedupe(rows), cfg.max_per_source, cfg.seed)
 
 
@@ -467,7 +482,10 @@ _DATA_FILES = {
 
 def _fingerprint(kind: str, root: Path, cfg: ClassifierConfig) -> str:
     """Hash of the training files' bytes, the config and the code version."""
-    h = hashlib.sha256(f"{kind}:{CLASSIFIER_VERSION}:{io.dumps(asdict(cfg))}".encode())
+    config = asdict(cfg)
+    if not config["holdout_sources"]:  # caches made before the field existed stay valid
+        del config["holdout_sources"]
+    h = hashlib.sha256(f"{kind}:{CLASSIFIER_VERSION}:{io.dumps(config)}".encode())
     files = [root / f for f in _DATA_FILES[kind]]
     if kind == "harm":
         base = root / "safety_pairs" / "jailbreakbench" / "attack-artifacts"
@@ -534,6 +552,7 @@ def get_scorer(
     max_train: int | None = None,
     use_detoxify: bool = True,
     exclude: Sequence[str] = (),
+    holdout_sources: Sequence[str] = (),
 ) -> Scorer:
     """A toxicity or harm scorer (memoised per process).
 
@@ -547,6 +566,8 @@ def get_scorer(
         exclude: texts the trained classifier must not have seen (training texts containing one
             are dropped, see `drop_overlap`); a pretrained scorer (Detoxify, a guard model) is
             used as it is.
+        holdout_sources: training sources the trained classifier leaves out (`SOURCES`), to
+            measure it on a source it has not seen; Detoxify is not used then.
     """
     if kind not in KINDS:
         raise ConfigError(f"unknown scorer kind {kind!r} (choose from {', '.join(KINDS)})")
@@ -558,9 +579,12 @@ def get_scorer(
         use_detoxify,
         str(paths.cache_dir()),
         _texts_hash(exclude) if exclude else None,
+        tuple(holdout_sources),
     )
     if key not in _MEMO:
-        _MEMO[key] = _make_scorer(kind, data_dir, model_id, max_train, use_detoxify, exclude)
+        _MEMO[key] = _make_scorer(
+            kind, data_dir, model_id, max_train, use_detoxify, exclude, tuple(holdout_sources)
+        )
     return _MEMO[key]
 
 
@@ -571,18 +595,17 @@ def _make_scorer(
     max_train: int | None,
     use_detoxify: bool,
     exclude: Sequence[str] = (),
+    holdout_sources: tuple[str, ...] = (),
 ) -> Scorer:
     if model_id:
         if kind != "harm":
             raise ConfigError("a guard model id is only supported for the harm scorer")
         return GuardScorer(model_id)
-    if kind == "toxicity" and use_detoxify:
+    if kind == "toxicity" and use_detoxify and not holdout_sources:
         detox = _try_detoxify()
         if detox is not None:
             return detox
-    cfg = ClassifierConfig()
+    cfg = ClassifierConfig(holdout_sources=holdout_sources)
     if max_train is not None:
-        cfg = ClassifierConfig(
-            max_train=max_train, max_per_source=min(cfg.max_per_source, max_train)
-        )
+        cfg = replace(cfg, max_train=max_train, max_per_source=min(cfg.max_per_source, max_train))
     return cached_classifier(kind, data_dir, cfg, exclude)

@@ -187,8 +187,14 @@ class ClassifierFilter:
     help = "remove responses the harm/toxicity classifiers score above 0.5 (needs the data pack)"
     automatic = True
 
-    def __init__(self, kinds: tuple[str, ...] = ("harm", "toxicity"), data_dir=None):
+    def __init__(
+        self,
+        kinds: tuple[str, ...] = ("harm", "toxicity"),
+        data_dir=None,
+        holdout_sources: tuple[str, ...] = (),
+    ):
         self.kinds, self.data_dir = kinds, data_dir
+        self.holdout_sources = holdout_sources
 
     def needs(self, normalise: str) -> frozenset[str]:
         return frozenset()
@@ -208,10 +214,18 @@ class ClassifierFilter:
         responses = [r.response for r in records]
         prompts = [r.prompt for r in records]
         probs = [
-            get_scorer(kind, self.data_dir, exclude=responses).score(responses, prompts=prompts)
+            get_scorer(
+                kind, self.data_dir, exclude=responses, holdout_sources=self._holdout(kind)
+            ).score(responses, prompts=prompts)
             for kind in self.kinds
         ]
         return np.max(np.asarray(probs, dtype=np.float64), axis=0)
+
+    def _holdout(self, kind: str) -> tuple[str, ...]:
+        """The held-out sources that are training sources of classifier `kind`."""
+        from .classifiers import SOURCES
+
+        return tuple(s for s in self.holdout_sources if s in SOURCES[kind])
 
 
 for _filter in (ForgetFilter(), StaticFilter(), RandomFilter(), ClassifierFilter()):
