@@ -147,7 +147,7 @@ def main() -> None:
     p.add_argument("--n-harm", type=int, default=200, help="harmful requests (refusal preferred)")
     p.add_argument("--n-helpful", type=int, default=100, help="Alpaca requests (answer preferred)")
     p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--batch-size", type=int, default=8, help="pairs per step")
     p.add_argument(

@@ -103,15 +103,25 @@ def evaluate(run: Path, data: Path, m2n: np.ndarray) -> dict:
 
 
 def table(results: dict) -> str:
-    """Mean ± sd over the runs of each neutral set."""
-    lines = ["| neutral set | score | AUROC | AUPRC | P@k | runs |", "|---|---|---|---|---|---|"]
+    """Mean ± sd over seeds, per neutral set and mixture (the tag without its seed)."""
+    lines = [
+        "| neutral set | mixture | score | AUROC | AUPRC | P@k | seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for kind, runs in results.items():
-        for score in next(iter(runs.values()))["ranking"]:
-            cells = []
-            for metric in ("auroc", "auprc", "p_at_k"):
-                v = [r["ranking"][score][metric] for r in runs.values()]
-                cells.append(f"{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.3f}")
-            lines.append(f"| `{kind}` | {score} | {' | '.join(cells)} | {len(runs)} |")
+        mixtures: dict[str, list[dict]] = {}
+        for tag, r in runs.items():
+            mixtures.setdefault(tag.split("-seed")[0], []).append(r)
+        for mixture, group in mixtures.items():
+            for score in group[0]["ranking"]:
+                cells = []
+                for metric in ("auroc", "auprc", "p_at_k"):
+                    v = [r["ranking"][score][metric] for r in group]
+                    sd = np.std(v, ddof=1) if len(v) > 1 else 0.0
+                    cells.append(f"{np.mean(v):.3f} ± {sd:.3f}")
+                lines.append(
+                    f"| `{kind}` | {mixture} | {score} | {' | '.join(cells)} | {len(group)} |"
+                )
     return "\n".join(lines) + "\n"
 
 

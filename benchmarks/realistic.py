@@ -11,7 +11,9 @@ this script reads (`labels.json` beside each data set: id -> [label, source]):
 - `default`: the run's filter score (the default recipe unless `--normalise`), and every recipe
   its scores allow (`forgetting_<recipe>`), `learning` (1 - NLL_M1/NLL_M0), `static` (low NLL on
   M1) and, with `--classifier`, the content classifiers' probability (`filters.ClassifierFilter`;
-  trained on the same sources as the mixtures, so optimistic here);
+  trained on the same sources as the mixtures, so optimistic here), its mean rank with the run's
+  score (`forgetting+classifier`), and the same on one unsafe source at a time with classifiers
+  retrained without that source (`... [held out SOURCE]`, `held_out_source`);
 - AUROC, AUPRC, precision@k (k = the number of unsafe examples) and, for the run's own cut and
   the classifier's, precision and recall at the cut and the share removed.
 
@@ -171,7 +173,7 @@ def held_out_source(records, scores: dict, unsafe: np.ndarray, sources: np.ndarr
 
     For every source S of the unsafe examples that the content classifiers train on, the
     classifiers are retrained without S (`ClassifierConfig.holdout_sources`) and the examples
-    ranked are the clean ones and the unsafe ones from S. Keys: `<score> | held out S` for the
+    ranked are the clean ones and the unsafe ones from S. Keys: `<score> [held out S]` for the
     held-out classifier, its mean rank with the run's score, and the label-free scores on the same
     examples (so the rows compare like with like).
     """
@@ -186,7 +188,7 @@ def held_out_source(records, scores: dict, unsafe: np.ndarray, sources: np.ndarr
             continue
         keep = ~unsafe | (sources == src)
         probs = ClassifierFilter(holdout_sources=(held,)).probabilities(records)
-        tag = f" | held out {src}"
+        tag = f" [held out {src}]"
         out[f"classifier{tag}"] = ranking_quality(unsafe[keep], probs[keep])
         combined = mean_rank(scores["default"], probs)
         out[f"forgetting+classifier{tag}"] = ranking_quality(unsafe[keep], combined[keep])

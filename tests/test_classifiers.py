@@ -157,3 +157,24 @@ def test_a_held_out_source_is_never_trained_on_and_named_wrongly_is_an_error(
         classifiers.load_training_texts(
             "harm", None, classifiers.ClassifierConfig(holdout_sources=("davidson",))
         )
+
+
+def test_classifier_filter_hands_each_classifier_its_own_held_out_sources(monkeypatch) -> None:
+    from forgetfilter import filters
+    from forgetfilter.records import Content
+
+    asked = {}
+
+    class Half:
+        def score(self, texts, prompts=None):
+            return np.full(len(texts), 0.5)
+
+    def fake_scorer(kind, data_dir=None, exclude=(), holdout_sources=()):
+        asked[kind] = tuple(holdout_sources)
+        return Half()
+
+    monkeypatch.setattr(classifiers, "get_scorer", fake_scorer)
+    f = filters.ClassifierFilter(holdout_sources=("hh-rlhf", "rtp", "alpaca"))
+    probs = f.probabilities([Content("r1", "a prompt", "an answer", [])])
+    assert probs.tolist() == [0.5]
+    assert asked == {"harm": ("hh-rlhf", "alpaca"), "toxicity": ("rtp", "alpaca")}

@@ -485,7 +485,7 @@ def test_classifier_filter_through_run_reads_only_the_text(micro_model_dir, tmp_
         def score(self, texts, prompts=None):
             return np.array([0.9 if "woman" in t else 0.1 for t in texts])
 
-    def fake_scorer(kind, data_dir=None, exclude=()):
+    def fake_scorer(kind, data_dir=None, exclude=(), holdout_sources=()):
         seen.append(kind)
         return Keyword()
 
