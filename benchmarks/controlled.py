@@ -31,13 +31,14 @@ import random
 from pathlib import Path
 
 import numpy as np
-from realistic import run_config
+from realistic import recorded_run
 
 from forgetfilter import io
 from forgetfilter.datasets import _alpaca, corpus_texts, in_partition, split_text
 from forgetfilter.metrics import ranking_quality
 from forgetfilter.paths import data_dir
 from forgetfilter.pipeline import load_inputs, safety_cfg, score_stage, train_stage
+from forgetfilter.recipes import ScoreTable, relative
 from forgetfilter.records import Example
 
 PASSAGE_WORDS = 80  # about the length of a task answer
@@ -62,13 +63,9 @@ def neutral_examples(kind: str, n: int, seed: int) -> list[Example]:
 
 def controlled(runs: Path, tag: str, kind: str, out: Path) -> dict:
     """Train M1 -> M2n on the neutral set, score the noisy set on M2n, rank every score."""
-    recorded = io.read_json(runs / "results.json")
-    args = argparse.Namespace(**recorded["args"])
-    seed = int(tag.split("seed", 1)[1].split("-")[0])
-    cfg = run_config(args, seed)
-    data, run = runs / "data" / tag, runs / "runs" / tag
+    cfg, data, run = recorded_run(runs, tag)
     noisy, safe, _ = load_inputs(out, data / "noisy.jsonl", data / "safe.jsonl", cfg, write=False)
-    neutral = neutral_examples(kind, len(safe), seed)
+    neutral = neutral_examples(kind, len(safe), cfg.seed)
     tcfg = safety_cfg(cfg, len(safe))  # the safety finetune's settings and length
     model = train_stage(str(run / "m1" / "model"), neutral, out / "m2n", tcfg, progress=False)
     m2n = score_stage(model, noisy, out / "scores_neutral.jsonl", cfg, progress=False)
@@ -84,12 +81,9 @@ def evaluate(run: Path, data: Path, m2n: np.ndarray) -> dict:
     group = np.array(
         ["unsafe" if labels[r["id"]][0] == "unsafe" else labels[r["id"]][1] for r in rows]
     )
-    m1s = np.maximum(np.abs(m1), 1e-6)
-    scores = {
-        "forgetting": (m2 - m1) / m1s,
-        "neutral drift": (m2n - m1) / m1s,
-        "controlled": (m2 - m2n) / m1s,
-    }
+    forgetting = relative(ScoreTable("loss", m1, m2))
+    drift = relative(ScoreTable("loss", m1, m2n))
+    scores = {"forgetting": forgetting, "neutral drift": drift, "controlled": forgetting - drift}
     return {
         "ranking": {k: ranking_quality(unsafe, v) for k, v in scores.items()},
         "change": {

@@ -119,6 +119,13 @@ def run_config(a: argparse.Namespace, seed: int):
     return cfg
 
 
+def recorded_run(runs: Path, tag: str):
+    """(RunConfig, data dir, run dir) of run `tag` of a finished `--out RUNS`, from its arguments."""
+    args = argparse.Namespace(**io.read_json(runs / "results.json")["args"])
+    seed = int(tag.split("seed", 1)[1].split("-")[0])
+    return run_config(args, seed), runs / "data" / tag, runs / "runs" / tag
+
+
 def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: Path) -> dict:
     """Ranking quality of every label-free score, and the quality of the cuts."""
     rows = io.read_jsonl(run_dir / "scores.jsonl")

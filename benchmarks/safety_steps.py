@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from realistic import run_config
+from realistic import recorded_run
 
 from forgetfilter import io
 from forgetfilter.metrics import ranking_quality
@@ -31,12 +31,8 @@ RECIPES = ("none", "relative", "reversion", "relative+learning")
 
 def curve(runs: Path, tag: str, steps: int, every: int, out: Path) -> dict:
     """Score the noisy set every `every` steps of a `steps`-step safety finetune of the run's M1."""
-    recorded = io.read_json(runs / "results.json")
-    args = argparse.Namespace(**recorded["args"])
-    seed = int(tag.rsplit("seed", 1)[1])
-    cfg = run_config(args, seed)
+    cfg, data, run = recorded_run(runs, tag)
     cfg.safety_steps = steps
-    data, run = runs / "data" / tag, runs / "runs" / tag
     noisy, safe, _ = load_inputs(out, data / "noisy.jsonl", data / "safe.jsonl", cfg, write=False)
 
     def on_checkpoint(step: int, model, tokenizer) -> None:
