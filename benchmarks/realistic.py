@@ -2,7 +2,9 @@
 
 For every risk, unsafe share and seed it builds custom data as a user brings it: chat-format
 `messages` JSONL with no label column, 80% Alpaca and 20% SQuAD task data plus round(N x share)
-unsafe examples of the risk (`mixture`, composition `instruct`). The safety set is one a user
+unsafe examples of the risk (`mixture`, composition `instruct`; `--unsafe-sources` draws them from
+the named sources only; a prompt that holds an earlier dialogue, as hh-rlhf's do, becomes real
+user and assistant turns). The safety set is one a user
 could have: `refusals` (same-risk safe answers only) or `mixed` (half of them replaced by helpful
 Alpaca answers no other file holds). It runs `forgetfilter run` (no final model) with the chosen
 settings, then scores the ranking of each label-free score against the hidden labels, which only
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -52,9 +55,11 @@ def build_data(
     safe_set: str,
     out: Path,
     n_trusted: int = 0,
+    unsafe_sources: tuple[str, ...] = (),
 ):
     """The noisy chat file (no labels), the safe file and labels.json, built once; with
-    `n_trusted`, trusted.jsonl too (clean chat records drawn with the noisy set's clean part)."""
+    `n_trusted`, trusted.jsonl too (clean chat records drawn with the noisy set's clean part);
+    with `unsafe_sources`, the unsafe examples come from those sources only."""
     noisy, safe, labels = out / "noisy.jsonl", out / "safe.jsonl", out / "labels.json"
     if labels.exists():
         return noisy, safe, io.read_json(labels)
@@ -69,6 +74,7 @@ def build_data(
         composition="instruct",
         n_helpful=helpful,
         n_trusted=n_trusted,
+        unsafe_sources=unsafe_sources,
     )
     build_mixture(cfg, data_dir(), out / "mix")
     if n_trusted:
@@ -82,14 +88,24 @@ def build_data(
 
 
 def chat_row(r: dict, i: int) -> dict:
-    """One record as an OpenAI-style conversation (a system prompt on every third)."""
+    """One record as an OpenAI-style conversation (a system prompt on every third); a prompt
+    that holds an earlier dialogue (`readers.render_dialogue`, e.g. hh-rlhf) becomes its turns."""
     system = SYSTEMS[i % len(SYSTEMS)]
     turns = [{"role": "system", "content": system}] if system else []
-    turns += [
-        {"role": "user", "content": r["prompt"]},
-        {"role": "assistant", "content": r["response"]},
-    ]
+    turns += [{"role": role, "content": text} for role, text in dialogue_turns(r["prompt"])]
+    turns.append({"role": "assistant", "content": r["response"]})
     return {"id": r["id"], "messages": turns}
+
+
+TURN = re.compile(r"^(User|Assistant): ", re.MULTILINE)
+
+
+def dialogue_turns(prompt: str) -> list[tuple[str, str]]:
+    """(role, text) turns of a prompt rendered by `readers.render_dialogue`; else one user turn."""
+    parts = TURN.split(prompt)
+    if parts[0] or len(parts) < 5 or parts[1] != "User" or parts[-2] != "User":
+        return [("user", prompt)]
+    return [(parts[i].lower(), parts[i + 1].strip()) for i in range(1, len(parts), 2)]
 
 
 def run_config(a: argparse.Namespace, seed: int):
@@ -345,6 +361,12 @@ def main() -> None:
         help="a trusted clean sample of this size: the run's cut is then the conformal one",
     )
     p.add_argument("--alpha", type=float, default=0.05, help="--max-false-removal")
+    p.add_argument(
+        "--unsafe-sources",
+        nargs="+",
+        default=[],
+        help="draw the unsafe examples from these sources only (e.g. hh-rlhf for harm)",
+    )
     p.add_argument("--out", required=True)
     a = p.parse_args()
     out = Path(a.out)
@@ -355,9 +377,18 @@ def main() -> None:
                 for seed in a.seeds:
                     tag = f"{risk}-s{share:g}-{safe_set}-seed{seed}"
                     tag += f"-trusted{a.n_trusted}" if a.n_trusted else ""
+                    tag += f"-from-{'+'.join(a.unsafe_sources)}" if a.unsafe_sources else ""
                     data = out / "data" / tag
                     noisy, safe, labels = build_data(
-                        risk, a.n, share, seed, a.n_safe, safe_set, data, a.n_trusted
+                        risk,
+                        a.n,
+                        share,
+                        seed,
+                        a.n_safe,
+                        safe_set,
+                        data,
+                        a.n_trusted,
+                        tuple(a.unsafe_sources),
                     )
                     t0 = time.perf_counter()
                     cfg = run_config(a, seed)

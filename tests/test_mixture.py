@@ -223,3 +223,23 @@ def test_trusted_sample_is_clean_exchangeable_and_in_no_other_file(
     if composition == "paper":
         assert groups(trusted) & groups(clean)  # drawn from the same requests
     assert manifest["config"]["n_trusted"] == 60 and "n_trusted" not in without["config"]
+
+
+def test_unsafe_examples_from_named_sources_only(data: Path, tmp_path: Path, capsys) -> None:
+    base = dict(risk="harm", n=200, unsafe_ratio=0.1, n_safe=10, n_eval=2, composition="instruct")
+    default = build_mixture(MixtureConfig(**base), data, tmp_path / "a")
+    assert default["files"]["noisy.jsonl"]["by_source_label"].get("jailbreakbench:unsafe") == 20
+    assert "unsafe_sources" not in default["config"]  # older manifests keep their form
+    manifest = build_mixture(
+        MixtureConfig(**base, unsafe_sources=("hh-rlhf",)), data, tmp_path / "b"
+    )
+    noisy = read_jsonl(tmp_path / "b/noisy.jsonl")
+    assert Counter(r["source"] for r in noisy if r["label"] == "unsafe") == {"hh-rlhf": 20}
+    assert manifest["config"]["unsafe_sources"] == ["hh-rlhf"]
+    safe = read_jsonl(tmp_path / "b/safe.jsonl")
+    groups = lambda rows: {r["meta"]["group"] for r in rows if r["label"] != "task"}  # noqa: E731
+    assert not groups(noisy) & groups(safe)
+    rc = main(["data", "build", "--risk", "harm", "--n", "20", "--unsafe-sources", "nowhere",
+               "--out", str(tmp_path / "c"), "--data-dir", str(data)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "nowhere" in err and "hh-rlhf" in err and "Traceback" not in err

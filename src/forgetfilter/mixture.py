@@ -61,6 +61,9 @@ class MixtureConfig:
         n_trusted: size of a clean trusted sample (`trusted.jsonl`): drawn with the noisy set's
             clean part and split off at random (same composition, no unsafe examples), in no other
             file.
+        unsafe_sources: draw the unsafe examples only from these sources (`Example.source`, e.g.
+            `hh-rlhf` or `jailbreakbench` for harm); empty = every source of the risk, in the
+            data's priority order.
     """
 
     risk: str = field(metadata={"choices": RISKS})
@@ -73,6 +76,7 @@ class MixtureConfig:
     composition: str = field(default="paper", metadata={"choices": ("paper", "instruct")})
     n_helpful: int = 0
     n_trusted: int = 0
+    unsafe_sources: tuple[str, ...] = ()
 
     def validate(self) -> None:
         """Raise ConfigError for values that cannot describe a mixture."""
@@ -202,17 +206,18 @@ def _select_risk_sets(
     groups = _Groups(
         datasets.in_partition(datasets.risk_examples(cfg.risk, data_dir), "experiment")
     )
-    pool = {"unsafe": groups.available(_is("unsafe")), "safe": groups.available(_is("safe"))}
+    unsafe = _unsafe_from(cfg, groups)
+    pool = {"unsafe": groups.available(unsafe), "safe": groups.available(_is("safe"))}
     evals, pool["eval"] = _select_eval(cfg, groups, data_dir)
     short.check(f"eval/{cfg.risk}.jsonl", cfg.n_eval, len(evals))
     picked = {}
     n_trusted = trusted_counts(cfg)["safe"]
-    for role, label, n in (
-        ("unsafe", "unsafe", counts["unsafe"]),
-        ("safe", "safe", counts["safe"] + n_trusted),
+    for role, label, want, n in (
+        ("unsafe", "unsafe", unsafe, counts["unsafe"]),
+        ("safe", "safe", _is("safe"), counts["safe"] + n_trusted),
     ):
         order = _training_order(groups, label, f"{cfg.seed}:{role}")
-        picked[role] = groups.take(_is(label), n, order, f"{cfg.seed}:{role}", GROUP_CAP[cfg.risk])
+        picked[role] = groups.take(want, n, order, f"{cfg.seed}:{role}", GROUP_CAP[cfg.risk])
     picked["safe"], picked["trusted"] = _split_off(picked["safe"], n_trusted, cfg.seed)
     short.check(f"noisy unsafe ({cfg.risk})", counts["unsafe"], len(picked["unsafe"]))
     short.check(f"noisy safe ({cfg.risk})", counts["safe"], len(picked["safe"]))
@@ -224,6 +229,21 @@ def _select_risk_sets(
     short.check("safe.jsonl", n_safe, len(safety))
     pool["safe_left_for_safety_set"] = left
     return picked, safety, evals, pool
+
+
+def _unsafe_from(cfg: MixtureConfig, groups: _Groups) -> Callable[[Example], bool]:
+    """The unsafe examples the noisy set may draw; ConfigError for a source the risk lacks."""
+    if not cfg.unsafe_sources:
+        return _is("unsafe")
+    have = {ex.source for exs in groups.groups.values() for ex in exs if ex.label == "unsafe"}
+    unknown = sorted(set(cfg.unsafe_sources) - have)
+    if unknown:
+        raise ConfigError(
+            f"unsafe_sources: no unsafe {cfg.risk} examples from {', '.join(unknown)} "
+            f"(choose from {', '.join(sorted(have))})"
+        )
+    wanted = set(cfg.unsafe_sources)
+    return lambda ex: ex.label == "unsafe" and ex.source in wanted
 
 
 def _training_order(groups: _Groups, label: str, tag: str) -> Callable[[str], Any]:
@@ -330,10 +350,10 @@ def _manifest(
     return {
         "format": 1,
         "config": {  # (the later fields only when set: older manifests stay as they were)
-            k: v
+            k: list(v) if isinstance(v, tuple) else v
             for k, v in asdict(cfg).items()
             if not (
-                k in ("composition", "n_helpful", "n_trusted")
+                k in ("composition", "n_helpful", "n_trusted", "unsafe_sources")
                 and v == MixtureConfig.__dataclass_fields__[k].default
             )
         },
