@@ -36,12 +36,22 @@ from pathlib import Path
 import numpy as np
 
 from forgetfilter import io
+from forgetfilter.filters import cut_with
 from forgetfilter.metrics import filter_quality, ranking_quality
 from forgetfilter.mixture import MixtureConfig, build_mixture
 from forgetfilter.paths import data_dir
 from forgetfilter.pipeline import default_run_config, run_forgetfilter
-from forgetfilter.recipes import RECIPES, ScoreTable, apply, learning, mean_rank, static
+from forgetfilter.recipes import (
+    RECIPES,
+    ScoreTable,
+    apply,
+    learning,
+    mean_rank,
+    score_and_count,
+    static,
+)
 from forgetfilter.signals import kind_of
+from forgetfilter.thresholds import ThresholdConfig
 
 SYSTEMS = ["You are a helpful assistant.", None, None]
 
@@ -158,6 +168,8 @@ def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: 
         scores["learning"] = learning(m0, before)
     removed = np.array([r["removed"] for r in rows])
     cuts = {"default": _cut(removed, unsafe)}
+    if not (run_dir / "trusted.jsonl").exists():
+        cuts["current"] = _cut(current_cut(run_dir, table), unsafe)
     share = io.read_json(run_dir / "summary.json").get("unsafe_share") or {}
     if classifier:
         from forgetfilter.filters import ClassifierFilter
@@ -220,6 +232,16 @@ def held_out_source(records, scores: dict, unsafe: np.ndarray, sources: np.ndarr
                 label = "classifier (seen)" if name == "classifier" else name
                 out[f"{label}{tag}"] = ranking_quality(unsafe[keep], scores[name][keep])
     return out
+
+
+def current_cut(run_dir: Path, table: ScoreTable) -> np.ndarray:
+    """Which examples the automatic cut of this code's defaults removes from a run's recorded scores
+    (the run's own cut, `removed`, is the rule of the code that made it)."""
+    cfg = io.read_json(run_dir / "config.json")["config"]
+    recipe = io.read_json(run_dir / "summary.json")["normalise"]
+    score, count = score_and_count(recipe, table)
+    decision = cut_with(score, ThresholdConfig(seed=cfg["seed"]), "score", count=count)
+    return decision.score > decision.choice.phi
 
 
 def _cut(removed: np.ndarray, unsafe: np.ndarray) -> dict:
@@ -362,6 +384,11 @@ def main() -> None:
     )
     p.add_argument("--alpha", type=float, default=0.05, help="--max-false-removal")
     p.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="do not run (or continue) the pipeline where a run's scores exist: evaluate them",
+    )
+    p.add_argument(
         "--unsafe-sources",
         nargs="+",
         default=[],
@@ -394,9 +421,10 @@ def main() -> None:
                     cfg = run_config(a, seed)
                     cfg.threshold.max_false_removal = a.alpha
                     trusted = data / "trusted.jsonl" if a.n_trusted else None
-                    run_forgetfilter(
-                        noisy, safe, out / "runs" / tag, cfg, progress=False, trusted=trusted
-                    )
+                    if not (a.evaluate_only and (out / "runs" / tag / "scores.jsonl").exists()):
+                        run_forgetfilter(
+                            noisy, safe, out / "runs" / tag, cfg, progress=False, trusted=trusted
+                        )
                     r = evaluate(out / "runs" / tag, labels, cfg.signal, a.classifier, noisy)
                     r |= {
                         "risk": risk,

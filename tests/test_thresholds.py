@@ -188,3 +188,36 @@ def test_a_separate_group_is_cut_and_its_share_estimated_under_min_dip(n_low, n_
     )
     assert counted.details["count"]["details"]["dip"] > 0.9
     assert counted.n_removed == choice.n_removed
+
+
+@pytest.mark.parametrize("n_low,n_high", [(540, 60), (240, 360)])
+def test_a_group_whose_loss_fell_is_not_forgotten(n_low, n_high):
+    """Two separate groups whose scores are all below 0 (safety finetuning lowered every loss, as
+    on SmolLM2's bias mixtures): the old rule (`min_forgetting=None`) removes the higher group,
+    the default removes nothing and says why; shifted above 0, the same groups are cut as before."""
+    rng = np.random.default_rng(7)
+    scores = np.concatenate([rng.normal(-0.03, 0.003, n_low), rng.normal(-0.004, 0.001, n_high)])
+    loose = choose_threshold(scores, ThresholdConfig("auto", min_forgetting=None))
+    assert abs(loose.n_removed - n_high) <= 0.03 * scores.size
+    choice = choose_threshold(scores, ThresholdConfig("auto"))
+    assert choice.n_removed == 0 and choice.details["high_weight"] == 0.0
+    assert "not above 0" in choice.reason
+    counted = choose_threshold(-np.arange(600.0), ThresholdConfig("auto"), count_scores=scores)
+    assert counted.n_removed == 0
+    shifted = choose_threshold(scores + 0.05, ThresholdConfig("auto"))
+    assert (
+        shifted.n_removed
+        == choose_threshold(scores + 0.05, ThresholdConfig("auto", min_forgetting=None)).n_removed
+        > 0
+    )
+
+
+def test_the_cut_never_removes_an_example_that_was_not_forgotten():
+    """A forgotten group whose lower tail reaches below 0: phi is raised to 0, said so."""
+    rng = np.random.default_rng(8)
+    scores = np.concatenate([rng.normal(-0.5, 0.1, 500), rng.normal(0.05, 0.1, 100)])
+    loose = choose_threshold(scores, ThresholdConfig("auto", min_forgetting=None))
+    assert loose.phi < 0
+    choice = choose_threshold(scores, ThresholdConfig("auto"))
+    assert choice.phi == 0.0 and "floor" in choice.reason
+    assert choice.n_removed == int((scores > 0).sum()) < loose.n_removed

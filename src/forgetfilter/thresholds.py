@@ -34,6 +34,10 @@ class ThresholdConfig:
             when the fitted score density has a peak above the bulk's with a valley at least this
             share below the lower peak (0.1: 10% below); None = any higher component the fit
             finds is removed.
+        min_forgetting: `auto` without a trusted sample removes only examples scored above this,
+            and only when a component above the bulk has its mean above it (0: safety finetuning
+            must have undone something; an example whose loss fell was not forgotten); None = no
+            floor.
     """
 
     method: str = "auto"
@@ -43,10 +47,11 @@ class ThresholdConfig:
     max_remove: float | None = None
     max_false_removal: float = 0.05
     min_dip: float | None = 0.1
+    min_forgetting: float | None = 0.0
 
 
 # Fields added after runs were first recorded, with the value that reproduces those runs.
-ADDED_FIELDS = {"max_false_removal": 0.05, "min_dip": None}
+ADDED_FIELDS = {"max_false_removal": 0.05, "min_dip": None, "min_forgetting": None}
 
 
 @dataclass
@@ -171,9 +176,9 @@ def _choose(
         return _by_fraction(scores, cfg.fraction)
     if cfg.method == "auto" and count_scores is not None:
         count_scores = np.asarray(count_scores, dtype=np.float64)
-        return _auto_count(scores, count_scores, cfg.seed, cfg.min_dip)
+        return _auto_count(scores, count_scores, cfg.seed, cfg.min_dip, cfg.min_forgetting)
     if cfg.method == "auto":
-        return _auto(scores, cfg.seed, min_dip=cfg.min_dip)
+        return _auto(scores, cfg.seed, min_dip=cfg.min_dip, min_forgetting=cfg.min_forgetting)
     raise ValueError(f"unknown threshold method {cfg.method!r}; choose from {METHODS}")
 
 
@@ -204,10 +209,14 @@ def _phi_for_top(scores: np.ndarray, k: int) -> float:
 
 
 def _auto_count(
-    scores: np.ndarray, count_scores: np.ndarray, seed: int, min_dip: float | None = None
+    scores: np.ndarray,
+    count_scores: np.ndarray,
+    seed: int,
+    min_dip: float | None = None,
+    min_forgetting: float | None = None,
 ) -> ThresholdChoice:
     """`_auto` on `count_scores` decides how many to remove; the highest `scores` are removed."""
-    counted = _auto(count_scores, seed, min_dip=min_dip)
+    counted = _auto(count_scores, seed, min_dip=min_dip, min_forgetting=min_forgetting)
     k = counted.n_removed
     details = {"count": counted.to_dict()}
     if k == 0:
@@ -229,6 +238,7 @@ def _auto(
     seed: int,
     max_components: int = 4,
     min_dip: float | None = None,
+    min_forgetting: float | None = None,
 ) -> ThresholdChoice:
     """Gaussian mixtures with 1..4 components, the number chosen by BIC.
 
@@ -244,6 +254,9 @@ def _auto(
     of one group (BIC adds them there too), and nothing is removed, saying so. `details["high_weight"]` is the fitted share of the
     components above the bulk (0 when nothing is removed): an estimate of the forgotten share from
     the score distribution alone.
+
+    With `min_forgetting`, only components whose mean is above it count as forgotten (none:
+    nothing is removed, saying so), and phi is at least `min_forgetting`.
     """
     from sklearn.mixture import GaussianMixture
 
@@ -273,8 +286,14 @@ def _auto(
     if min_dip is not None and details["dip"] < min_dip:
         reason = _no_group_reason(details["dip"], min_dip)
         return _finish(scores, float(scores.max()), "auto", reason, details)
+    if min_forgetting is not None and not (means[above] > min_forgetting).any():
+        reason = _not_forgotten_reason(float(means[above].max()), min_forgetting)
+        return _finish(scores, float(scores.max()), "auto", reason, details)
     details["high_weight"] = float(gm.weights_[above].sum())
     phi = _crossing(scores, gm, means, bulk)
+    floor = ""
+    if min_forgetting is not None and phi < min_forgetting:
+        phi, floor = float(min_forgetting), f" (raised to the floor {min_forgetting:g})"
     high = int(above.size)
     where = (
         f"the component holding the median example (mean {means[median_comp]:.3g}) is the most "
@@ -286,6 +305,7 @@ def _auto(
     reason = (
         f"Gaussian mixture with {k} components (fewest BIC among 1-{max(ks)}); {where}, and the "
         f"{high} component(s) with a higher mean hold the strongly forgotten examples: phi = {phi:.4g}"
+        f"{floor}"
     )
     return _finish(scores, phi, "auto", reason, details)
 
@@ -315,6 +335,15 @@ def _no_group_reason(dip: float, min_dip: float) -> str:
         "mixture's components shape the tails of one group; nothing removed. To cut anyway: a trusted "
         "sample of clean data (--trusted, with a bound on the clean data removed), "
         "--remove-fraction, or --threshold"
+    )
+
+
+def _not_forgotten_reason(top_mean: float, floor: float) -> str:
+    return (
+        f"no group of forgotten examples: the most forgotten component's mean score is {top_mean:.3g}, "
+        f"not above {floor:g} (safety finetuning did not undo these examples: their loss fell or "
+        "stayed), so the components only split examples that were not forgotten; nothing removed. "
+        "To cut anyway: a trusted sample of clean data (--trusted), --remove-fraction, or --threshold"
     )
 
 
