@@ -221,3 +221,24 @@ def test_the_cut_never_removes_an_example_that_was_not_forgotten():
     choice = choose_threshold(scores, ThresholdConfig("auto"))
     assert choice.phi == 0.0 and "floor" in choice.reason
     assert choice.n_removed == int((scores > 0).sum()) < loose.n_removed
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 5])
+def test_only_the_separate_peak_is_cut_not_the_bulk_tail(seed):
+    """A wide bulk (components of nearly the same mean, a long tail) and 5 far examples, as the
+    relative forgetting of a tiny run at 1% unsafe: the earlier rule (`at_valley=False`) removed
+    the tail with the peak, 50-100 examples; the default cuts at the density's valley."""
+    r = np.random.default_rng(seed)
+    scores = np.concatenate(
+        [
+            r.normal(0.016, 0.009, 440),
+            r.normal(0.017, 0.0175, 445),
+            r.normal(0.046, 0.046, 110),
+            r.normal(0.234, 0.02, 5),
+        ]
+    )
+    old = choose_threshold(scores, ThresholdConfig("auto", min_forgetting=None, at_valley=False))
+    assert old.n_removed > 50
+    choice = choose_threshold(scores, ThresholdConfig("auto"))
+    assert 3 <= choice.n_removed <= 8 and "valley" in choice.reason
+    assert choice.phi > 0.14 and choice.details["high_weight"] < 0.01

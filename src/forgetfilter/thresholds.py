@@ -38,6 +38,9 @@ class ThresholdConfig:
             and only when a component above the bulk has its mean above it (0: safety finetuning
             must have undone something; an example whose loss fell was not forgotten); None = no
             floor.
+        at_valley: with `min_dip`, `auto` removes only what lies beyond the density's deepest
+            valley above the bulk (the separate peak), not everything the components above the
+            bulk explain better (which can reach into the bulk's own tail); False = the latter.
     """
 
     method: str = "auto"
@@ -48,10 +51,16 @@ class ThresholdConfig:
     max_false_removal: float = 0.05
     min_dip: float | None = 0.1
     min_forgetting: float | None = 0.0
+    at_valley: bool = True
 
 
 # Fields added after runs were first recorded, with the value that reproduces those runs.
-ADDED_FIELDS = {"max_false_removal": 0.05, "min_dip": None, "min_forgetting": None}
+ADDED_FIELDS = {
+    "max_false_removal": 0.05,
+    "min_dip": None,
+    "min_forgetting": None,
+    "at_valley": False,
+}
 
 
 @dataclass
@@ -176,9 +185,9 @@ def _choose(
         return _by_fraction(scores, cfg.fraction)
     if cfg.method == "auto" and count_scores is not None:
         count_scores = np.asarray(count_scores, dtype=np.float64)
-        return _auto_count(scores, count_scores, cfg.seed, cfg.min_dip, cfg.min_forgetting)
+        return _auto_count(scores, count_scores, cfg.seed, cfg)
     if cfg.method == "auto":
-        return _auto(scores, cfg.seed, min_dip=cfg.min_dip, min_forgetting=cfg.min_forgetting)
+        return _auto(scores, cfg.seed, cfg)
     raise ValueError(f"unknown threshold method {cfg.method!r}; choose from {METHODS}")
 
 
@@ -209,14 +218,10 @@ def _phi_for_top(scores: np.ndarray, k: int) -> float:
 
 
 def _auto_count(
-    scores: np.ndarray,
-    count_scores: np.ndarray,
-    seed: int,
-    min_dip: float | None = None,
-    min_forgetting: float | None = None,
+    scores: np.ndarray, count_scores: np.ndarray, seed: int, cfg: ThresholdConfig
 ) -> ThresholdChoice:
     """`_auto` on `count_scores` decides how many to remove; the highest `scores` are removed."""
-    counted = _auto(count_scores, seed, min_dip=min_dip, min_forgetting=min_forgetting)
+    counted = _auto(count_scores, seed, cfg)
     k = counted.n_removed
     details = {"count": counted.to_dict()}
     if k == 0:
@@ -236,9 +241,8 @@ MIN_SEPARATION = 1.0  # mean gap / pooled sd for a component below the median on
 def _auto(
     scores: np.ndarray,
     seed: int,
+    cfg: ThresholdConfig,
     max_components: int = 4,
-    min_dip: float | None = None,
-    min_forgetting: float | None = None,
 ) -> ThresholdChoice:
     """Gaussian mixtures with 1..4 components, the number chosen by BIC.
 
@@ -252,12 +256,14 @@ def _auto(
     With `min_dip`, the fitted density must have a peak above the bulk's, with a valley at least
     that share below the lower of the two (`density_dip`). Otherwise the components only shape a skewed or heavy tail
     of one group (BIC adds them there too), and nothing is removed, saying so. `details["high_weight"]` is the fitted share of the
-    components above the bulk (0 when nothing is removed): an estimate of the forgotten share from
+    components above the bulk (beyond the valley with `at_valley`; 0 when nothing is removed): an estimate of the forgotten share from
     the score distribution alone.
 
     With `min_forgetting`, only components whose mean is above it count as forgotten (none:
-    nothing is removed, saying so), and phi is at least `min_forgetting`.
+    nothing is removed, saying so), and phi is at least `min_forgetting`. With `at_valley` (and
+    `min_dip`), phi is at least the deepest valley's score, so only the separate peak goes.
     """
+    min_dip, min_forgetting = cfg.min_dip, cfg.min_forgetting
     from sklearn.mixture import GaussianMixture
 
     x = scores.reshape(-1, 1)
@@ -282,7 +288,7 @@ def _auto(
     if k == 1 or bulk is None:
         return _finish(scores, float(scores.max()), "auto", _nothing_reason(k, ks), details)
     above = np.flatnonzero(means > means[bulk])
-    details["dip"] = density_dip(gm, float(scores.min()), float(scores.max()), means[bulk])
+    details["dip"], valley = density_dip(gm, float(scores.min()), float(scores.max()), means[bulk])
     if min_dip is not None and details["dip"] < min_dip:
         reason = _no_group_reason(details["dip"], min_dip)
         return _finish(scores, float(scores.max()), "auto", reason, details)
@@ -292,8 +298,14 @@ def _auto(
     details["high_weight"] = float(gm.weights_[above].sum())
     phi = _crossing(scores, gm, means, bulk)
     floor = ""
+    if min_dip is not None and cfg.at_valley and valley is not None and phi < valley:
+        below = scores[scores <= valley]
+        phi = float(below.max()) if below.size else valley
+        details["high_weight"] = float(gm.weights_[means > valley].sum())
+        floor = f" (raised to the density's valley at {valley:.4g}: only the separate peak)"
     if min_forgetting is not None and phi < min_forgetting:
-        phi, floor = float(min_forgetting), f" (raised to the floor {min_forgetting:g})"
+        phi = float(min_forgetting)
+        floor += f" (raised to the floor {min_forgetting:g})"
     high = int(above.size)
     where = (
         f"the component holding the median example (mean {means[median_comp]:.3g}) is the most "
@@ -310,22 +322,26 @@ def _auto(
     return _finish(scores, phi, "auto", reason, details)
 
 
-def density_dip(gm, low: float, high: float, bulk: float, points: int = 1024) -> float:
-    """How deep the fitted density's valley above the bulk is, on [low, high]: the largest
-    1 - f(valley) / min(f(peak), f(later peak)) over consecutive peaks from the peak nearest the
-    bulk's mean upward; 0 when no peak lies above the bulk's."""
+def density_dip(
+    gm, low: float, high: float, bulk: float, points: int = 1024
+) -> tuple[float, float | None]:
+    """How deep the fitted density's valley above the bulk is, on [low, high], and where: the
+    largest 1 - f(valley) / min(f(peak), f(later peak)) over consecutive peaks from the peak nearest
+    the bulk's mean upward, and that valley's score; (0, None) when no peak lies above the bulk's."""
     if high <= low:
-        return 0.0
+        return 0.0, None
     grid = np.linspace(low, high, points)
     f = np.exp(gm.score_samples(grid.reshape(-1, 1)))
     rising = np.r_[True, f[1:] > f[:-1]]
     falling = np.r_[f[:-1] >= f[1:], True]
     peaks = np.flatnonzero(rising & falling)
     start = int(np.argmin(np.abs(grid[peaks] - bulk)))
-    depth = 0.0
+    depth, where = 0.0, None
     for a, b in zip(peaks[start:], peaks[start + 1 :], strict=False):
-        depth = max(depth, 1.0 - float(f[a : b + 1].min()) / max(min(f[a], f[b]), 1e-300))
-    return depth
+        d = 1.0 - float(f[a : b + 1].min()) / max(min(f[a], f[b]), 1e-300)
+        if d > depth:
+            depth, where = d, float(grid[a + int(np.argmin(f[a : b + 1]))])
+    return depth, where
 
 
 def _no_group_reason(dip: float, min_dip: float) -> str:
