@@ -38,9 +38,10 @@ class ThresholdConfig:
             and only when a component above the bulk has its mean above it (0: safety finetuning
             must have undone something; an example whose loss fell was not forgotten); None = no
             floor.
-        at_valley: with `min_dip`, `auto` removes only what lies beyond the density's deepest
-            valley above the bulk (the separate peak), not everything the components above the
-            bulk explain better (which can reach into the bulk's own tail); False = the latter.
+        at_valley: with `min_dip`, `auto` removes only what lies beyond the density's lowest
+            valley above the bulk that is `min_dip` deep (the separate group), not everything the
+            components above the bulk explain better (which can reach into the bulk's own tail);
+            False = the latter.
     """
 
     method: str = "auto"
@@ -261,7 +262,8 @@ def _auto(
 
     With `min_forgetting`, only components whose mean is above it count as forgotten (none:
     nothing is removed, saying so), and phi is at least `min_forgetting`. With `at_valley` (and
-    `min_dip`), phi is at least the deepest valley's score, so only the separate peak goes.
+    `min_dip`), phi is at least the score of the lowest valley that deep, so only the separate
+    group beyond it goes.
     """
     min_dip, min_forgetting = cfg.min_dip, cfg.min_forgetting
     from sklearn.mixture import GaussianMixture
@@ -288,7 +290,10 @@ def _auto(
     if k == 1 or bulk is None:
         return _finish(scores, float(scores.max()), "auto", _nothing_reason(k, ks), details)
     above = np.flatnonzero(means > means[bulk])
-    details["dip"], valley = density_dip(gm, float(scores.min()), float(scores.max()), means[bulk])
+    valleys = density_dip(gm, float(scores.min()), float(scores.max()), means[bulk])
+    details["dip"] = max((d for d, _ in valleys), default=0.0)
+    # the lowest valley deep enough to count: everything beyond it is the separate group
+    valley = next((x for d, x in valleys if min_dip is not None and d >= min_dip), None)
     if min_dip is not None and details["dip"] < min_dip:
         reason = _no_group_reason(details["dip"], min_dip)
         return _finish(scores, float(scores.max()), "auto", reason, details)
@@ -302,7 +307,7 @@ def _auto(
         below = scores[scores <= valley]
         phi = float(below.max()) if below.size else valley
         details["high_weight"] = float(gm.weights_[means > valley].sum())
-        floor = f" (raised to the density's valley at {valley:.4g}: only the separate peak)"
+        floor = f" (raised to the density's valley at {valley:.4g}: only the group beyond it)"
     if min_forgetting is not None and phi < min_forgetting:
         phi = float(min_forgetting)
         floor += f" (raised to the floor {min_forgetting:g})"
@@ -324,24 +329,23 @@ def _auto(
 
 def density_dip(
     gm, low: float, high: float, bulk: float, points: int = 1024
-) -> tuple[float, float | None]:
-    """How deep the fitted density's valley above the bulk is, on [low, high], and where: the
-    largest 1 - f(valley) / min(f(peak), f(later peak)) over consecutive peaks from the peak nearest
-    the bulk's mean upward, and that valley's score; (0, None) when no peak lies above the bulk's."""
+) -> list[tuple[float, float]]:
+    """The fitted density's valleys above the bulk, on [low, high], lowest score first: (depth,
+    score) per pair of consecutive peaks from the peak nearest the bulk's mean upward, the depth
+    being 1 - f(valley) / min(f(peak), f(later peak)); empty when no peak lies above the bulk's."""
     if high <= low:
-        return 0.0, None
+        return []
     grid = np.linspace(low, high, points)
     f = np.exp(gm.score_samples(grid.reshape(-1, 1)))
     rising = np.r_[True, f[1:] > f[:-1]]
     falling = np.r_[f[:-1] >= f[1:], True]
     peaks = np.flatnonzero(rising & falling)
     start = int(np.argmin(np.abs(grid[peaks] - bulk)))
-    depth, where = 0.0, None
+    valleys = []
     for a, b in zip(peaks[start:], peaks[start + 1 :], strict=False):
-        d = 1.0 - float(f[a : b + 1].min()) / max(min(f[a], f[b]), 1e-300)
-        if d > depth:
-            depth, where = d, float(grid[a + int(np.argmin(f[a : b + 1]))])
-    return depth, where
+        depth = 1.0 - float(f[a : b + 1].min()) / max(min(f[a], f[b]), 1e-300)
+        valleys.append((depth, float(grid[a + int(np.argmin(f[a : b + 1]))])))
+    return valleys
 
 
 def _no_group_reason(dip: float, min_dip: float) -> str:
