@@ -255,7 +255,7 @@ def _auto(
     forgotten components become the likelier explanation, so every score above phi is removed.
 
     With `min_dip`, the fitted density must have a peak above the bulk's, with a valley at least
-    that share below the lower of the two (`density_dip`). Otherwise the components only shape a skewed or heavy tail
+    that share below the lower of the two (`density_valleys`). Otherwise the components only shape a skewed or heavy tail
     of one group (BIC adds them there too), and nothing is removed, saying so. `details["high_weight"]` is the fitted share of the
     components above the bulk (beyond the valley with `at_valley`; 0 when nothing is removed): an estimate of the forgotten share from
     the score distribution alone.
@@ -265,9 +265,9 @@ def _auto(
     `min_dip`), phi is at least the score of the lowest valley that deep, so only the separate
     group beyond it goes.
     """
-    min_dip, min_forgetting = cfg.min_dip, cfg.min_forgetting
     from sklearn.mixture import GaussianMixture
 
+    min_dip, min_forgetting = cfg.min_dip, cfg.min_forgetting
     x = scores.reshape(-1, 1)
     ks = range(1, min(max_components, len(np.unique(scores))) + 1)
     fits = {k: GaussianMixture(k, random_state=seed, n_init=3).fit(x) for k in ks}
@@ -290,7 +290,7 @@ def _auto(
     if k == 1 or bulk is None:
         return _finish(scores, float(scores.max()), "auto", _nothing_reason(k, ks), details)
     above = np.flatnonzero(means > means[bulk])
-    valleys = density_dip(gm, float(scores.min()), float(scores.max()), means[bulk])
+    valleys = density_valleys(gm, float(scores.min()), float(scores.max()), means[bulk])
     details["dip"] = max((d for d, _ in valleys), default=0.0)
     # the lowest valley deep enough to count: everything beyond it is the separate group
     valley = next((x for d, x in valleys if min_dip is not None and d >= min_dip), None)
@@ -327,7 +327,7 @@ def _auto(
     return _finish(scores, phi, "auto", reason, details)
 
 
-def density_dip(
+def density_valleys(
     gm, low: float, high: float, bulk: float, points: int = 1024
 ) -> list[tuple[float, float]]:
     """The fitted density's valleys above the bulk, on [low, high], lowest score first: (depth,
