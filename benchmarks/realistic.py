@@ -283,16 +283,17 @@ def summarise(results: list[dict]) -> dict:
         for score in names:  # a held-out source can be absent from a seed's mixture
             for metric in ("auroc", "auprc", "p_at_k"):
                 values = [x["ranking"][score][metric] for x in runs if score in x["ranking"]]
-                agg[f"{score}.{metric}"] = _mean_sd(values)
+                agg[f"{score}.{metric}"] = mean_sd(values)
         for cut in runs[0]["cuts"]:
             for metric in ("precision", "recall", "removed_share", "clean_removed"):
-                agg[f"cut_{cut}.{metric}"] = _mean_sd([x["cuts"][cut].get(metric) for x in runs])
+                agg[f"cut_{cut}.{metric}"] = mean_sd([x["cuts"][cut].get(metric) for x in runs])
         agg["share_estimates"] = [x.get("share_estimate") for x in runs]
         out["|".join(map(str, key))] = agg | {"seeds": [x["seed"] for x in runs]}
     return out
 
 
-def _mean_sd(values: list) -> list | None:
+def mean_sd(values: list) -> list | None:
+    """[mean, sample sd] of the values that are not None (sd 0 for one value), 3 decimals."""
     vals = [v for v in values if v is not None]
     if not vals:
         return None

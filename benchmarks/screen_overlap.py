@@ -22,6 +22,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+from realistic import mean_sd
 
 from forgetfilter import io
 from forgetfilter.metrics import filter_quality, ranking_quality
@@ -95,19 +96,14 @@ def compare(target: Path, screen: Path, tag: str) -> dict:
 
 
 def summary(rows: list[dict]) -> dict:
-    """Mean and sd over runs of every number in the rows."""
-
-    def ms(values):
-        vals = [v for v in values if v is not None]
-        return [float(np.mean(vals)), float(np.std(vals))] if vals else None
-
-    out = {
-        f"{side}.{m}": ms([r[side][m] for r in rows])
+    """Mean and sd over runs of every number in the rows (as `realistic.py`'s tables)."""
+    sides = {
+        f"{side}.{m}": [r[side][m] for r in rows]
         for side in ("target", "screen")
         for m in rows[0]["target"]
     }
-    out |= {m: ms([r[m] for r in rows]) for m in ("top_k_jaccard", "removed_jaccard")}
-    return out
+    overlaps = {m: [r[m] for r in rows] for m in ("top_k_jaccard", "removed_jaccard")}
+    return {key: mean_sd(values) for key, values in (sides | overlaps).items()}
 
 
 def _f(v) -> str:
