@@ -31,7 +31,7 @@ import random
 from pathlib import Path
 
 import numpy as np
-from realistic import recorded_run
+from realistic import mean_sd, recorded_run
 
 from forgetfilter import io
 from forgetfilter.datasets import _alpaca, corpus_texts, in_partition, split_text
@@ -110,9 +110,8 @@ def table(results: dict) -> str:
             for score in group[0]["ranking"]:
                 cells = []
                 for metric in ("auroc", "auprc", "p_at_k"):
-                    v = [r["ranking"][score][metric] for r in group]
-                    sd = np.std(v, ddof=1) if len(v) > 1 else 0.0
-                    cells.append(f"{np.mean(v):.3f} ± {sd:.3f}")
+                    mean, sd = mean_sd([r["ranking"][score][metric] for r in group])
+                    cells.append(f"{mean:.3f} ± {sd:.3f}")
                 lines.append(
                     f"| `{kind}` | {mixture} | {score} | {' | '.join(cells)} | {len(group)} |"
                 )
