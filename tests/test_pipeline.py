@@ -172,20 +172,61 @@ def test_rerun_skips_completed_stages_and_changed_config_is_refused(micro_model_
     assert (tmp_path / "run" / "scores.jsonl").read_bytes() == before
     # re-entering a finished run adds no time to the stages it had completed
     assert (tmp_path / "run" / "timings.json").read_text() == timings
-    (tmp_path / "run" / "filter.json").unlink()  # a stage whose output is gone is redone, and timed
+    recorded = json.loads(timings)
+    recorded["filter"] = -1.0  # a stage whose output is gone is redone, and timed anew
+    io.write_json(tmp_path / "run" / "timings.json", recorded)
+    (tmp_path / "run" / "filter.json").unlink()
     run_forgetfilter(noisy, safe, tmp_path / "run", cfg)
     redone = io.read_json(tmp_path / "run" / "timings.json")
-    assert redone["filter"] > json.loads(timings)["filter"]
+    assert redone["filter"] >= 0.0  # its new time, not added to the old one
     assert {k: v for k, v in redone.items() if k != "filter"} == {
-        k: v for k, v in json.loads(timings).items() if k != "filter"
+        k: v for k, v in recorded.items() if k != "filter"
     }
-    changed = micro_config(str(micro_model_dir), safety_steps=5, final=False)
-    with pytest.raises(ConfigError, match="safety_steps"):
+    changed = micro_config(str(micro_model_dir), safety_steps=2, final=False, seed=1)
+    with pytest.raises(ConfigError, match=r"changed: seed\)"):
         run_forgetfilter(noisy, safe, tmp_path / "run", changed)
     run_forgetfilter(noisy, safe, tmp_path / "run", changed, force=True)
     (tmp_path / "run" / "config.json").unlink()  # work of unknown settings (an older version's)
     with pytest.raises(ConfigError, match="recorded no configuration"):
         run_forgetfilter(noisy, safe, tmp_path / "run", changed)
+
+
+def test_a_rerun_with_another_cut_or_safety_finetune_keeps_the_stages_before_it(
+    micro_model_dir, tmp_path, capsys
+):
+    from forgetfilter.errors import ConfigError
+
+    noisy, safe = make_data(tmp_path)
+    run_dir = tmp_path / "run"
+    run_forgetfilter(noisy, safe, run_dir, micro_config(str(micro_model_dir), safety_steps=2))
+    weights = {m: next((run_dir / m).rglob("*.safetensors")) for m in ("m1", "m2", "final")}
+    stamp = {m: p.stat().st_mtime_ns for m, p in weights.items()}
+    times = io.read_json(run_dir / "timings.json")
+    quarter = ThresholdConfig("fraction", fraction=0.25)
+    cut = micro_config(str(micro_model_dir), safety_steps=2, threshold=quarter)
+    result = run_forgetfilter(noisy, safe, run_dir, cut)  # no --force needed
+    assert "changed threshold; keeping scores_m0, m1, scores_before, m2, scores_after" in (
+        capsys.readouterr().err
+    )
+    assert len(result.removed_ids) == 9 and result.summary["threshold"]["method"] == "fraction"
+    assert all(weights[m].stat().st_mtime_ns == stamp[m] for m in ("m1", "m2"))
+    assert weights["final"].stat().st_mtime_ns != stamp["final"]  # trained on the new kept set
+    again = io.read_json(run_dir / "timings.json")
+    assert all(again[k] == times[k] for k in ("scores_m0", "m1", "scores_before", "m2"))
+    fresh = run_forgetfilter(noisy, safe, tmp_path / "fresh", cut)  # the same as a fresh run
+    assert fresh.removed_ids == result.removed_ids
+    assert (run_dir / "scores.jsonl").read_bytes() == (tmp_path / "fresh/scores.jsonl").read_bytes()
+    longer = micro_config(str(micro_model_dir), safety_steps=3, threshold=quarter, final=False)
+    run_forgetfilter(noisy, safe, run_dir, longer)  # the safety finetune: M1 is kept
+    assert weights["m1"].stat().st_mtime_ns == stamp["m1"]
+    assert io.read_json(run_dir / "m2" / "train_state.json")["step"] == 3
+    assert not (run_dir / "final").exists() and "final" not in io.read_json(
+        run_dir / "timings.json"
+    )
+    other_lr = micro_config(str(micro_model_dir), safety_steps=3, final=False)
+    other_lr.noisy_train.lr = 2e-3
+    with pytest.raises(ConfigError, match="changed: noisy_train"):  # M1 itself: only --force
+        run_forgetfilter(noisy, safe, run_dir, other_lr)
 
 
 def test_scoring_shards_are_cut_by_text_length():

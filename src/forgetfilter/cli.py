@@ -201,7 +201,10 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
         "(default 0.05; needs at least 1/ALPHA - 1 trusted examples)",
     )
     p.add_argument(
-        "--force", action="store_true", help="discard a run made with another configuration"
+        "--force",
+        action="store_true",
+        help="discard a run made with another model, data, noisy finetune or seed (a "
+        "change of only the cut, the safety or the final finetune redoes just those stages)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_run_options(p)

@@ -13,7 +13,9 @@ Stages, each writing its result under the run directory:
 7. ``final``         finetune M0 on the kept examples (skipped with ``final=False``)
 
 A stage whose output is complete is skipped on rerun; training and scoring continue where they
-stopped (training from its last checkpoint: `save_every`). Training and scoring see records without
+stopped (training from its last checkpoint: `save_every`). A rerun whose settings differ only in
+what later stages read (the cut, the recipe, the safety finetune, the final finetune: each
+stage's `reads`) keeps the stages before the first one affected and redoes the rest. Training and scoring see records without
 labels; labels are read only by `summary.summarise` (its own module) to evaluate the removal.
 
 Reliability (tested in tests/test_reliability.py): every file is written atomically (`io`), so a
@@ -272,14 +274,14 @@ class Run:
         return stage.name in self.done and all(any(self.dir.glob(g)) for g in stage.produces)
 
     def stage(self, stage: Stage, fn):
-        """Run `fn` and record its wall time, accumulated over resumptions; a stage completed
-        before this entry (whose rerun only reads its outputs back) adds none (main process)."""
+        """Run `fn` and record its wall time in the entry that completed it (a resumed stage's
+        earlier, interrupted entries are not counted); a stage completed before this entry
+        (whose rerun only reads its outputs back) keeps its time (main process)."""
         complete = self.completed(stage)
         t0 = time.perf_counter()
         result = fn()
         if not complete:
-            seconds = time.perf_counter() - t0
-            self.timings[stage.name] = round(self.timings.get(stage.name, 0.0) + seconds, 3)
+            self.timings[stage.name] = round(time.perf_counter() - t0, 3)
             self.done = [*dict.fromkeys([*self.done, stage.name])]
             if self.ranks.main:
                 io.write_json(self.timings_path, self.timings)
@@ -368,6 +370,17 @@ class Stage:
     run: Callable[[State], object]
     when: Callable[[State], bool] = lambda s: True
     main_only: bool = False
+    #: What it writes only with some settings (a curve, a trusted sample's scores): discarded
+    #: with the stage, not required for it to count as complete.
+    optional: tuple[str, ...] = ()
+    #: Settings (`RunConfig` fields) that this stage is the first to read; every later stage
+    #: depends on them through it. A setting that no stage names is read by every stage.
+    reads: tuple[str, ...] = ()
+
+    @property
+    def writes(self) -> tuple[str, ...]:
+        """Every glob of its outputs, required or optional."""
+        return self.produces + self.optional
 
 
 def needed(cfg: RunConfig) -> frozenset[str]:
@@ -419,11 +432,13 @@ PIPELINE: tuple[Stage, ...] = (
     ),
     Stage(
         "m2",
-        ("m2", "curve"),
+        ("m2",),
         lambda s: safety_stage(
             s["m1"], s.results["inputs"][1], s.scored, s.run.dir, s.cfg, s.ranks.main, s.progress
         ),
         when=_needs("m2"),
+        optional=("curve",),
+        reads=("safety_steps", "safety_train", "curve_points"),
     ),
     Stage(
         "scores_after",
@@ -433,7 +448,7 @@ PIPELINE: tuple[Stage, ...] = (
     ),
     Stage(
         "filter",
-        ("filter.json", "scores.jsonl", "kept.jsonl", "removed.jsonl", "trusted_scores.jsonl"),
+        ("filter.json", "scores.jsonl", "kept.jsonl", "removed.jsonl"),
         lambda s: s.ranks.main_first(
             lambda: filter_stage(
                 s.run.dir,
@@ -445,6 +460,8 @@ PIPELINE: tuple[Stage, ...] = (
                 trusted=s.trusted,
             )
         ),
+        optional=("trusted_scores.jsonl",),
+        reads=("threshold", "filter", "normalise"),
     ),
     Stage(
         "clean", ("clean",), lambda s: clean_stage(s.run.dir, s.noisy_path, s.kept), main_only=True
@@ -456,6 +473,7 @@ PIPELINE: tuple[Stage, ...] = (
             s.cfg.model, s.kept, s.run.dir / "final", final_cfg(s.cfg), s.progress
         ),
         when=lambda s: s.cfg.final and bool(s.kept),
+        reads=("final_train",),
     ),
 )
 STAGES = tuple(stage.name for stage in PIPELINE)
@@ -533,6 +551,13 @@ def check_config(out_dir: Path, cfg: RunConfig, inputs: Sequence[str | Path], fo
             r: {"path": str(p.resolve()), "sha256": io.file_sha256(p)} for r, p in files.items()
         },
     }
+    marker = out_dir / "config.json"
+    if not force and marker.exists():
+        have = io.read_json(marker)
+        stage = first_affected(have, want)
+        if stage is not None and _has_work(out_dir):
+            redo_from(out_dir, stage, _changed_fields(have, want))
+            io.write_json(marker, want)
     claims.claim(
         out_dir,
         "config.json",
@@ -543,6 +568,45 @@ def check_config(out_dir: Path, cfg: RunConfig, inputs: Sequence[str | Path], fo
         discard=lambda: _discard_outputs(out_dir),
         same=_same_run,
         changed=_changed_fields,
+    )
+
+
+def first_affected(have: dict, want: dict) -> str | None:
+    """The first stage that a recorded run (`have`, config.json) must redo to become `want`:
+    None when it is the same run, or when the change reaches every stage (other inputs, or a
+    setting no stage `reads`), which only `force` may discard."""
+    if _same_run(have, want) or _hashes(have) != _hashes(want):
+        return None
+    changed = _changed_fields(have, want)
+    reader = {key: stage.name for stage in PIPELINE for key in stage.reads}
+    if not all(key in reader for key in changed):
+        return None
+    return min((reader[key] for key in changed), key=STAGES.index)
+
+
+def _from(name: str) -> tuple[Stage, ...]:
+    """The stage called `name` and every stage after it."""
+    return PIPELINE[STAGES.index(name) :]
+
+
+def redo_from(out_dir: Path, name: str, changed: Sequence[str]) -> None:
+    """Discard the outputs of stage `name` and of every later stage (and the summary and report
+    made from them), keep the earlier ones, and say so on stderr."""
+    later = _from(name)
+    for pattern in [g for stage in later for g in stage.writes] + ["summary.json", "report*"]:
+        for p in out_dir.glob(pattern):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    gone = {stage.name for stage in later}
+    run_files = {"timings.json": lambda d: {k: v for k, v in d.items() if k not in gone}}
+    run_files["stages.json"] = lambda d: {"done": [k for k in d["done"] if k not in gone]}
+    for file, keep in run_files.items():
+        if (out_dir / file).exists():
+            io.write_json(out_dir / file, keep(io.read_json(out_dir / file)))
+    kept = [s for s in STAGES[: STAGES.index(name)] if s != "inputs"]
+    print(
+        f"{out_dir}: changed {', '.join(changed)}; keeping {', '.join(kept) or 'nothing'}, "
+        f"redoing from {name}",
+        file=sys.stderr,
     )
 
 
@@ -557,11 +621,11 @@ def _changed_fields(have: dict, want: dict) -> list[str]:
 
 def _has_work(out_dir: Path) -> bool:
     """Whether anything past reading the inputs exists (a model, scores, checkpoints)."""
-    return any(any(out_dir.glob(g)) for stage in PIPELINE[1:] for g in stage.produces)
+    return any(any(out_dir.glob(g)) for stage in PIPELINE[1:] for g in stage.writes)
 
 
 def _discard_outputs(out_dir: Path) -> None:
-    globs = [g for stage in PIPELINE for g in stage.produces] + list(RUN_FILES)
+    globs = [g for stage in PIPELINE for g in stage.writes] + list(RUN_FILES)
     for pattern in globs:
         for p in out_dir.glob(pattern):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
