@@ -217,16 +217,24 @@ def test_a_rerun_with_another_cut_or_safety_finetune_keeps_the_stages_before_it(
     assert fresh.removed_ids == result.removed_ids
     assert (run_dir / "scores.jsonl").read_bytes() == (tmp_path / "fresh/scores.jsonl").read_bytes()
     longer = micro_config(str(micro_model_dir), safety_steps=3, threshold=quarter, final=False)
-    run_forgetfilter(noisy, safe, run_dir, longer)  # the safety finetune: M1 is kept
+    other_safe = tmp_path / "other_safe.jsonl"  # another safety set and finetune: M1 is kept
+    io.write_jsonl(other_safe, io.read_jsonl(safe)[:10])
+    run_forgetfilter(noisy, other_safe, run_dir, longer)
+    assert "changed safety_steps, safe file; keeping scores_m0, m1, scores_before," in (
+        capsys.readouterr().err
+    )
     assert weights["m1"].stat().st_mtime_ns == stamp["m1"]
-    assert io.read_json(run_dir / "m2" / "train_state.json")["step"] == 3
+    m2_state = io.read_json(run_dir / "m2" / "train_state.json")
+    assert m2_state["step"] == 3 and m2_state["n_records"] == 10
     assert not (run_dir / "final").exists() and "final" not in io.read_json(
         run_dir / "timings.json"
     )
     other_lr = micro_config(str(micro_model_dir), safety_steps=3, final=False)
     other_lr.noisy_train.lr = 2e-3
     with pytest.raises(ConfigError, match="changed: noisy_train"):  # M1 itself: only --force
-        run_forgetfilter(noisy, safe, run_dir, other_lr)
+        run_forgetfilter(noisy, other_safe, run_dir, other_lr)
+    with pytest.raises(ConfigError, match="changed: noisy file"):
+        run_forgetfilter(other_safe, other_safe, run_dir, longer)
 
 
 def test_scoring_shards_are_cut_by_text_length():
@@ -284,7 +292,7 @@ def test_the_same_input_files_by_another_path_continue_the_run(
     assert weights.stat().st_mtime_ns == stamp
     assert io.read_json(config)["config"]["model"] == os.path.abspath(micro_model_dir)
     io.write_jsonl(noisy, io.read_jsonl(noisy)[1:])
-    with pytest.raises(ConfigError, match="input files"):
+    with pytest.raises(ConfigError, match="changed: noisy file"):
         run_forgetfilter(noisy, safe, tmp_path / "run", cfg)
 
 

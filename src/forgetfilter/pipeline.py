@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import os
 import shutil
@@ -373,8 +374,9 @@ class Stage:
     #: What it writes only with some settings (a curve, a trusted sample's scores): discarded
     #: with the stage, not required for it to count as complete.
     optional: tuple[str, ...] = ()
-    #: Settings (`RunConfig` fields) that this stage is the first to read; every later stage
-    #: depends on them through it. A setting that no stage names is read by every stage.
+    #: Settings (`RunConfig` fields, or `<role> file` for an input file) that this stage is the
+    #: first to read; every later stage depends on them through it. What no stage names is read
+    #: by every stage.
     reads: tuple[str, ...] = ()
 
     @property
@@ -438,7 +440,7 @@ PIPELINE: tuple[Stage, ...] = (
         ),
         when=_needs("m2"),
         optional=("curve",),
-        reads=("safety_steps", "safety_train", "curve_points"),
+        reads=("safety_steps", "safety_train", "curve_points", "safe file"),
     ),
     Stage(
         "scores_after",
@@ -573,9 +575,9 @@ def check_config(out_dir: Path, cfg: RunConfig, inputs: Sequence[str | Path], fo
 
 def first_affected(have: dict, want: dict) -> str | None:
     """The first stage that a recorded run (`have`, config.json) must redo to become `want`:
-    None when it is the same run, or when the change reaches every stage (other inputs, or a
-    setting no stage `reads`), which only `force` may discard."""
-    if _same_run(have, want) or _hashes(have) != _hashes(want):
+    None when it is the same run, or when the change reaches every stage (the noisy or trusted
+    data, or a setting no stage `reads`), which only `force` may discard."""
+    if _same_run(have, want):
         return None
     changed = _changed_fields(have, want)
     reader = {key: stage.name for stage in PIPELINE for key in stage.reads}
@@ -616,7 +618,12 @@ def _same_run(have: dict, want: dict) -> bool:
 
 
 def _changed_fields(have: dict, want: dict) -> list[str]:
-    return claims.changed_keys(_canonical(have.get("config", {})), want["config"])
+    """The settings that differ, then the input files whose contents differ (`safe file`)."""
+    roles = ("noisy", "safe", "trusted")
+    files = itertools.zip_longest(roles, _hashes(have), _hashes(want))
+    return claims.changed_keys(_canonical(have.get("config", {})), want["config"]) + [
+        f"{role} file" for role, a, b in files if a != b
+    ]
 
 
 def _has_work(out_dir: Path) -> bool:
