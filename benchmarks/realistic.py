@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
@@ -98,24 +97,18 @@ def build_data(
 
 
 def chat_row(r: dict, i: int) -> dict:
-    """One record as an OpenAI-style conversation (a system prompt on every third); a prompt
-    that holds an earlier dialogue (`readers.render_dialogue`, e.g. hh-rlhf) becomes its turns."""
+    """One record as an OpenAI-style conversation (a system prompt on every third), with the
+    turns of a record that keeps them (`messages`, e.g. an hh-rlhf dialogue)."""
     system = SYSTEMS[i % len(SYSTEMS)]
     turns = [{"role": "system", "content": system}] if system else []
-    turns += [{"role": role, "content": text} for role, text in dialogue_turns(r["prompt"])]
-    turns.append({"role": "assistant", "content": r["response"]})
+    if r.get("messages"):
+        turns += r["messages"]
+    else:
+        turns += [
+            {"role": "user", "content": r["prompt"]},
+            {"role": "assistant", "content": r["response"]},
+        ]
     return {"id": r["id"], "messages": turns}
-
-
-TURN = re.compile(r"^(User|Assistant): ", re.MULTILINE)
-
-
-def dialogue_turns(prompt: str) -> list[tuple[str, str]]:
-    """(role, text) turns of a prompt rendered by `readers.render_dialogue`; else one user turn."""
-    parts = TURN.split(prompt)
-    if parts[0] or len(parts) < 5 or parts[1] != "User" or parts[-2] != "User":
-        return [("user", prompt)]
-    return [(parts[i].lower(), parts[i + 1].strip()) for i in range(1, len(parts), 2)]
 
 
 def run_config(a: argparse.Namespace, seed: int):

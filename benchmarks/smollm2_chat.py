@@ -36,20 +36,13 @@ def chat_files(
     rows = []
     for i, r in enumerate(io.read_jsonl(out / "mix" / "noisy.jsonl")):
         system = SYSTEMS[i % 3]
-        turns = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": r["prompt"]},
-            {"role": "assistant", "content": r["response"]},
-        ]
+        turns = ([{"role": "system", "content": system}] if system else []) + _turns(r)
         rows.append(json.dumps({"id": r["id"], "messages": turns, "label": r["label"]}))
     noisy = out / "chat.jsonl"
     noisy.write_text("\n".join(rows) + "\n")
+    sharegpt = {"user": "human", "assistant": "gpt"}
     safe = [
-        {
-            "conversations": [
-                {"from": "human", "value": r["prompt"]},
-                {"from": "gpt", "value": r["response"]},
-            ]
-        }
+        {"conversations": [{"from": sharegpt[t["role"]], "value": t["content"]} for t in _turns(r)]}
         for r in io.read_jsonl(out / "mix" / "safe.jsonl")
     ]
     (out / "safe.json").write_text(json.dumps(safe))
@@ -101,3 +94,13 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _turns(r: dict) -> list[dict]:
+    """A mixture record's turns: its own (`messages`, an hh-rlhf dialogue) or user, assistant."""
+    if r.get("messages"):
+        return r["messages"]
+    return [
+        {"role": "user", "content": r["prompt"]},
+        {"role": "assistant", "content": r["response"]},
+    ]

@@ -88,6 +88,22 @@ def test_harm_sources_and_screening(data: Path) -> None:
     assert jbb.meta["group"] == "harm:" + datasets.norm_text(jbb.prompt)  # the plain goal
 
 
+def test_an_hh_rlhf_dialogue_keeps_its_turns(data: Path) -> None:
+    from forgetfilter.readers import render_dialogue
+    from forgetfilter.records import conversation
+
+    hh = [ex for ex in datasets.harm_examples(data) if ex.source == "hh-rlhf"]
+    dialogues = [ex for ex in hh if ex.messages is not None]
+    assert dialogues and any(ex.messages is None for ex in hh)  # one user turn stays flat
+    for ex in dialogues:
+        turns = conversation(ex)
+        assert [t["role"] for t in turns] == ["user", "assistant"] * (len(turns) // 2)
+        assert turns[-1]["content"] == ex.response  # the prompt stays the text view of the rest
+        assert ex.prompt == render_dialogue([(t["role"], t["content"]) for t in turns[:-1]])
+    with_blank_line = [ex for ex in dialogues if any("\n\n" in t["content"] for t in ex.messages)]
+    assert with_blank_line  # turns that no parsing of the rendered prompt would recover
+
+
 def test_task_data(data: Path) -> None:
     dev = datasets.squad_examples(data, "dev")
     assert len(dev) == 10570 and all(ex.response == ex.meta["answers"][0] for ex in dev[:100])

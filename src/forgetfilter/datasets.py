@@ -111,10 +111,11 @@ def _make(
     risk: str | None,
     label: str,
     group: str,
+    messages: list[dict[str, str]] | None = None,
     **meta: Any,
 ) -> Example:
     meta.update(group=group, partition=partition(group))
-    return Example(id, prompt, response, source, risk, label, meta)
+    return Example(id, prompt, response, source, risk, label, meta, messages)
 
 
 # ---------------------------------------------------------------- locating and downloading files
@@ -520,6 +521,17 @@ def parse_hh(transcript: str) -> list[tuple[str, str]]:
     return [(roles[parts[i]], parts[i + 1].strip()) for i in range(1, len(parts) - 1, 2)]
 
 
+def _hh_messages(context: list[tuple[str, str]], answer: str) -> list[dict[str, str]] | None:
+    """The conversation of an answer after an earlier exchange; None after one user turn, or
+    when the turns do not alternate from a user turn (a few transcripts), which chat templates
+    may refuse: those stay one user turn holding the rendered dialogue."""
+    roles = [role for role, _ in context]
+    if len(context) < 2 or roles != ["user", "assistant"] * (len(roles) // 2) + ["user"]:
+        return None
+    turns = [{"role": role, "content": text} for role, text in context]
+    return turns + [{"role": "assistant", "content": answer}]
+
+
 def _hh(data_dir: Path, stats: Counter) -> list[Example]:
     out: list[Example] = []
     for line, row in enumerate(_jsonl(data_dir, HH_FILE), 1):
@@ -543,6 +555,7 @@ def _hh(data_dir: Path, stats: Counter) -> list[Example]:
                     "harm",
                     "unsafe",
                     group,
+                    _hh_messages(context, rej),
                     priority=1,
                 )
             )
@@ -556,6 +569,7 @@ def _hh(data_dir: Path, stats: Counter) -> list[Example]:
                     "harm",
                     "safe",
                     group,
+                    _hh_messages(context, cho),
                     priority=1,
                 )
             )
