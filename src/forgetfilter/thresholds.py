@@ -351,7 +351,8 @@ def density_valleys(
 def _no_group_reason(dip: float, min_dip: float) -> str:
     return (
         f"no separate group of strongly forgotten examples: the fitted score density has no "
-        f"peak above the bulk's (no valley deeper than {dip:.0%}; {min_dip:.0%} needed), so the "
+        f"peak above the bulk's ({f'its deepest valley is {dip:.1%} deep' if dip > 0 else 'no valley'}; "
+        f"{min_dip:.0%} needed), so the "
         "mixture's components shape the tails of one group; nothing removed. To cut anyway: a trusted "
         "sample of clean data (--trusted, with a bound on the clean data removed), "
         "--remove-fraction, or --threshold"
