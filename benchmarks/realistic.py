@@ -49,6 +49,7 @@ from forgetfilter.recipes import (
     score_and_count,
     static,
 )
+from forgetfilter.records import Example, conversation
 from forgetfilter.signals import kind_of
 from forgetfilter.thresholds import ThresholdConfig
 
@@ -101,14 +102,7 @@ def chat_row(r: dict, i: int) -> dict:
     turns of a record that keeps them (`messages`, e.g. an hh-rlhf dialogue)."""
     system = SYSTEMS[i % len(SYSTEMS)]
     turns = [{"role": "system", "content": system}] if system else []
-    if r.get("messages"):
-        turns += r["messages"]
-    else:
-        turns += [
-            {"role": "user", "content": r["prompt"]},
-            {"role": "assistant", "content": r["response"]},
-        ]
-    return {"id": r["id"], "messages": turns}
+    return {"id": r["id"], "messages": turns + conversation(Example.from_dict(r))}
 
 
 def run_config(a: argparse.Namespace, seed: int):

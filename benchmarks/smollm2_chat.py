@@ -19,6 +19,7 @@ from forgetfilter import io
 from forgetfilter.mixture import MixtureConfig, build_mixture
 from forgetfilter.paths import data_dir
 from forgetfilter.pipeline import default_run_config, run_forgetfilter
+from forgetfilter.records import Example, conversation
 
 SYSTEMS = ["You are a helpful assistant.", "Answer briefly.", None]
 
@@ -36,13 +37,20 @@ def chat_files(
     rows = []
     for i, r in enumerate(io.read_jsonl(out / "mix" / "noisy.jsonl")):
         system = SYSTEMS[i % 3]
-        turns = ([{"role": "system", "content": system}] if system else []) + _turns(r)
+        turns = ([{"role": "system", "content": system}] if system else []) + conversation(
+            Example.from_dict(r)
+        )
         rows.append(json.dumps({"id": r["id"], "messages": turns, "label": r["label"]}))
     noisy = out / "chat.jsonl"
     noisy.write_text("\n".join(rows) + "\n")
     sharegpt = {"user": "human", "assistant": "gpt"}
     safe = [
-        {"conversations": [{"from": sharegpt[t["role"]], "value": t["content"]} for t in _turns(r)]}
+        {
+            "conversations": [
+                {"from": sharegpt[t["role"]], "value": t["content"]}
+                for t in conversation(Example.from_dict(r))
+            ]
+        }
         for r in io.read_jsonl(out / "mix" / "safe.jsonl")
     ]
     (out / "safe.json").write_text(json.dumps(safe))
@@ -94,13 +102,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def _turns(r: dict) -> list[dict]:
-    """A mixture record's turns: its own (`messages`, an hh-rlhf dialogue) or user, assistant."""
-    if r.get("messages"):
-        return r["messages"]
-    return [
-        {"role": "user", "content": r["prompt"]},
-        {"role": "assistant", "content": r["response"]},
-    ]

@@ -4,6 +4,8 @@
 marker file (`config.json`, `experiment.json`, `demo_fingerprint.json`). On a rerun:
 
 - the same configuration continues (resume);
+- another configuration that the caller can carry the work over to (`carry_over`: `run` redoes
+  only the stages that read what changed) continues too;
 - another configuration, or work with no marker (an older version's), is refused with the
   changed fields named, unless `force`, which discards the old work first;
 - a directory whose marker differs but that holds no work yet (a run that failed before
@@ -36,6 +38,7 @@ def claim(
     discard: Callable[[], None] | None = None,
     same: Callable[[dict, dict], bool] = operator.eq,
     changed: Callable[[dict, dict], list[str]] = changed_keys,
+    carry_over: Callable[[dict, dict], bool] | None = None,
 ) -> None:
     """Take `out` for the configuration `want` (recorded in `out/marker`), or raise ConfigError.
 
@@ -43,7 +46,9 @@ def claim(
     anything worth keeping is there (default: anything besides the marker); `discard()` removes
     it (default: everything in `out`); `same(have, want)` decides whether
     a recorded configuration is this one (when it is but differs in form, e.g. a file named by
-    another path, the marker is rewritten); `changed(have, want)` names what differs.
+    another path, the marker is rewritten); `changed(have, want)` names what differs;
+    `carry_over(have, want)` (without `force`, when there is work) adapts the work to `want` and
+    returns True, or returns False to leave the refusal to the rule.
     """
     out = Path(out)
     path = out / marker
@@ -56,6 +61,9 @@ def claim(
                 io.write_json(path, want)
             return
         if has_work() and not force:
+            if carry_over is not None and carry_over(have, want):
+                io.write_json(path, want)
+                return
             names = ", ".join(changed(have, want)) or "input files"
             raise ConfigError(
                 f"{out} holds {what} made with another configuration (changed: {names}); "

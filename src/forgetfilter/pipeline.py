@@ -14,9 +14,10 @@ Stages, each writing its result under the run directory:
 
 A stage whose output is complete is skipped on rerun; training and scoring continue where they
 stopped (training from its last checkpoint: `save_every`). A rerun whose settings differ only in
-what later stages read (the cut, the recipe, the safety finetune, the final finetune: each
-stage's `reads`) keeps the stages before the first one affected and redoes the rest. Training and scoring see records without
-labels; labels are read only by `summary.summarise` (its own module) to evaluate the removal.
+what later stages read (the cut, the recipe, the safety set or finetune, the final finetune: each
+stage's `reads`) keeps the stages before the first one affected and redoes the rest. Training
+and scoring see records without labels; labels are read only by `summary.summarise` (its own
+module) to evaluate the removal.
 
 Reliability (tested in tests/test_reliability.py): every file is written atomically (`io`), so a
 process killed at any point (even `kill -9`) leaves only whole files, and rerunning the same command
@@ -553,13 +554,6 @@ def check_config(out_dir: Path, cfg: RunConfig, inputs: Sequence[str | Path], fo
             r: {"path": str(p.resolve()), "sha256": io.file_sha256(p)} for r, p in files.items()
         },
     }
-    marker = out_dir / "config.json"
-    if not force and marker.exists():
-        have = io.read_json(marker)
-        stage = first_affected(have, want)
-        if stage is not None and _has_work(out_dir):
-            redo_from(out_dir, stage, _changed_fields(have, want))
-            io.write_json(marker, want)
     claims.claim(
         out_dir,
         "config.json",
@@ -570,7 +564,16 @@ def check_config(out_dir: Path, cfg: RunConfig, inputs: Sequence[str | Path], fo
         discard=lambda: _discard_outputs(out_dir),
         same=_same_run,
         changed=_changed_fields,
+        carry_over=lambda have, want: _carry_over(out_dir, have, want),
     )
+
+
+def _carry_over(out_dir: Path, have: dict, want: dict) -> bool:
+    """Redo the stages that read what changed, when no earlier stage does (`first_affected`)."""
+    stage = first_affected(have, want)
+    if stage is not None:
+        redo_from(out_dir, stage, _changed_fields(have, want))
+    return stage is not None
 
 
 def first_affected(have: dict, want: dict) -> str | None:
@@ -599,11 +602,11 @@ def redo_from(out_dir: Path, name: str, changed: Sequence[str]) -> None:
         for p in out_dir.glob(pattern):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     gone = {stage.name for stage in later}
-    run_files = {"timings.json": lambda d: {k: v for k, v in d.items() if k not in gone}}
-    run_files["stages.json"] = lambda d: {"done": [k for k in d["done"] if k not in gone]}
-    for file, keep in run_files.items():
-        if (out_dir / file).exists():
-            io.write_json(out_dir / file, keep(io.read_json(out_dir / file)))
+    timings, done = out_dir / "timings.json", out_dir / "stages.json"
+    if timings.exists():
+        io.write_json(timings, {k: v for k, v in io.read_json(timings).items() if k not in gone})
+    if done.exists():
+        io.write_json(done, {"done": [k for k in io.read_json(done)["done"] if k not in gone]})
     kept = [s for s in STAGES[: STAGES.index(name)] if s != "inputs"]
     print(
         f"{out_dir}: changed {', '.join(changed)}; keeping {', '.join(kept) or 'nothing'}, "

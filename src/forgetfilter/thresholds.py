@@ -303,7 +303,7 @@ def _auto(
     details["high_weight"] = float(gm.weights_[above].sum())
     phi = _crossing(scores, gm, means, bulk)
     floor = ""
-    if min_dip is not None and cfg.at_valley and valley is not None and phi < valley:
+    if cfg.at_valley and valley is not None and phi < valley:
         below = scores[scores <= valley]
         phi = float(below.max()) if below.size else valley
         details["high_weight"] = float(gm.weights_[means > valley].sum())
@@ -349,10 +349,10 @@ def density_valleys(
 
 
 def _no_group_reason(dip: float, min_dip: float) -> str:
+    valley = f"its deepest valley is {dip:.1%} deep" if dip > 0 else "no valley"
     return (
         f"no separate group of strongly forgotten examples: the fitted score density has no "
-        f"peak above the bulk's ({f'its deepest valley is {dip:.1%} deep' if dip > 0 else 'no valley'}; "
-        f"{min_dip:.0%} needed), so the "
+        f"peak above the bulk's ({valley}; {min_dip:.0%} needed), so the "
         "mixture's components shape the tails of one group; nothing removed. To cut anyway: a trusted "
         "sample of clean data (--trusted, with a bound on the clean data removed), "
         "--remove-fraction, or --threshold"
