@@ -3,9 +3,9 @@
 
 For finished `forgetfilter run` directories it scores the run's safe set under M0, M1 and M2 and
 reports the mean NLL of its refusals and of its other answers (`refusals.is_refusal` on the
-answer; no label is read), side by side with the refusal rates `refusal_stages.py` measured, if
-given. If the noisy finetune broke the alignment, M1 should find the safe refusals less likely
-than M0 did, and M2 should find them likely again.
+answer; no label is read), to compare with the refusal rates `refusal_stages.py` measures. If the
+noisy finetune broke the alignment, M1 should find the safe refusals less likely than M0 did, and
+M2 should find them likely again.
 
     python benchmarks/premise.py --runs /tmp/r/runs/harm-s0.05-mixed-seed0 --out /tmp/premise.json
 """
