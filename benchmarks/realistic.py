@@ -16,7 +16,12 @@ this script reads (`labels.json` beside each data set: id -> [label, source]):
   trained on the same sources as the mixtures, so optimistic here), its mean rank with the run's
   score (`forgetting+classifier`), and the same on one unsafe source at a time with classifiers
   retrained without that source (`... [held out SOURCE]`, `held_out_source`);
-- AUROC, AUPRC, precision@k (k = the number of unsafe examples) and, for the run's own cut and
+- `length`: the answer's length in characters, longer = more suspect: a trivial label-free score
+  any other must beat, since the unsafe answers of a source can be much longer or shorter than
+  the task answers;
+- AUROC, AUPRC, precision@k (k = the number of unsafe examples), the AUROC over the (unsafe,
+  clean) pairs whose answer lengths differ by at most 1.25x (`metrics.matched_auroc`: what a
+  score ranks once length cannot help) and, for the run's own cut and
   the classifier's, precision and recall at the cut and the share removed.
 
 Tables give mean ± sd over seeds. Runs resume (rerun the same command).
@@ -36,7 +41,7 @@ import numpy as np
 
 from forgetfilter import io
 from forgetfilter.filters import cut_with
-from forgetfilter.metrics import filter_quality, ranking_quality
+from forgetfilter.metrics import filter_quality, matched_auroc, ranking_quality
 from forgetfilter.mixture import MixtureConfig, build_mixture
 from forgetfilter.paths import data_dir
 from forgetfilter.pipeline import default_run_config, run_forgetfilter
@@ -132,6 +137,14 @@ def run_config(a: argparse.Namespace, seed: int):
     return cfg
 
 
+def run_tag(a: argparse.Namespace, risk: str, share: float, safe_set: str, seed: int) -> str:
+    """The name of one run (its data and run directories) under `--out`."""
+    tag = f"{risk}-s{share:g}-{safe_set}-seed{seed}"
+    tag += f"-trusted{a.n_trusted}" if getattr(a, "n_trusted", 0) else ""
+    sources = getattr(a, "unsafe_sources", None)
+    return tag + (f"-from-{'+'.join(sources)}" if sources else "")
+
+
 def recorded_run(runs: Path, tag: str):
     """(RunConfig, data dir, run dir) of run `tag` of a finished `--out RUNS`, from its arguments."""
     args = argparse.Namespace(**io.read_json(runs / "results.json")["args"])
@@ -153,6 +166,8 @@ def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: 
             scores[f"forgetting_{name}"] = apply(name, table)
     if m0 is not None:
         scores["learning"] = learning(m0, before)
+    lengths = answer_lengths(noisy, rows)
+    scores["length"] = lengths
     removed = np.array([r["removed"] for r in rows])
     cuts = {"default": _cut(removed, unsafe)}
     if not (run_dir / "trusted.jsonl").exists():
@@ -170,7 +185,9 @@ def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: 
         scores["classifier"] = probs
         scores["forgetting+classifier"] = mean_rank(scores["default"], probs)
         cuts["classifier"] = _cut(probs > 0.5, unsafe)
-    ranking = {k: ranking_quality(unsafe, v) for k, v in scores.items()}
+    ranking = {
+        k: ranking_quality(unsafe, v) | matched_auroc(unsafe, v, lengths) for k, v in scores.items()
+    }
     if classifier:
         sources = np.array([labels[r["id"]][1] for r in rows])
         ranking |= held_out_source(records, scores, unsafe, sources)
@@ -184,6 +201,15 @@ def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: 
         "share_estimate": {"true": float(unsafe.mean())}
         | {k: share.get(k) for k in ("estimate", "low", "high", "method")},
     }
+
+
+def answer_lengths(noisy: Path, rows: list[dict]) -> np.ndarray:
+    """Characters of each scored record's target answer, in `rows`' order (label-free)."""
+    from forgetfilter.readers import read_examples
+
+    examples, _ = read_examples(noisy)
+    by_id = {ex.id: len(ex.response) for ex in examples}
+    return np.array([by_id[r["id"]] for r in rows], dtype=float)
 
 
 # A mixture's unsafe source -> the classifier training source it comes from.
@@ -268,8 +294,8 @@ def summarise(results: list[dict]) -> dict:
         agg = {}
         names = dict.fromkeys(score for x in runs for score in x["ranking"])
         for score in names:  # a held-out source can be absent from a seed's mixture
-            for metric in ("auroc", "auprc", "p_at_k"):
-                values = [x["ranking"][score][metric] for x in runs if score in x["ranking"]]
+            for metric in ("auroc", "auprc", "p_at_k", "auroc_matched"):
+                values = [x["ranking"][score].get(metric) for x in runs if score in x["ranking"]]
                 agg[f"{score}.{metric}"] = mean_sd(values)
         for cut in runs[0]["cuts"]:
             for metric in ("precision", "recall", "removed_share", "clean_removed"):
@@ -298,19 +324,20 @@ def markdown(summary: dict) -> str:
         risk, share, safe_set = key.split("|")
         lines += [
             f"\n{risk}, {float(share):.0%} unsafe, safe set `{safe_set}`, seeds {agg['seeds']}\n",
-            "| score | AUROC | AUPRC | P@k |",
-            "|---|---|---|---|",
+            "| score | AUROC | AUPRC | P@k | AUROC, lengths matched |",
+            "|---|---|---|---|---|",
         ]
         scores = sorted({k.split(".")[0] for k in agg if "." in k and not k.startswith("cut_")})
         for s in scores:
             lines.append(
-                f"| {s} | {fmt(agg[s + '.auroc'])} | {fmt(agg[s + '.auprc'])} | {fmt(agg[s + '.p_at_k'])} |"
+                f"| {s} | {fmt(agg[s + '.auroc'])} | {fmt(agg[s + '.auprc'])} | "
+                f"{fmt(agg[s + '.p_at_k'])} | {fmt(agg.get(s + '.auroc_matched'))} |"
             )
         for cut in sorted({k.split(".")[0] for k in agg if k.startswith("cut_")}):
             lines.append(
                 f"| {cut} (at the cut) | precision {fmt(agg[cut + '.precision'])} | recall "
                 f"{fmt(agg[cut + '.recall'])} | removed {fmt(agg[cut + '.removed_share'])}, "
-                f"clean removed {fmt(agg.get(cut + '.clean_removed'))} |"
+                f"clean removed {fmt(agg.get(cut + '.clean_removed'))} | |"
             )
         shares = [
             s for s in agg.get("share_estimates") or [] if s and s.get("estimate") is not None
@@ -323,7 +350,7 @@ def markdown(summary: dict) -> str:
                     f"vs {s['true']:.3f}"
                     for s in shares
                 )
-                + " | | |"
+                + " | | | |"
             )
     return "\n".join(lines) + "\n"
 
@@ -390,9 +417,7 @@ def main() -> None:
         for share in a.shares:
             for safe_set in a.safe_set:
                 for seed in a.seeds:
-                    tag = f"{risk}-s{share:g}-{safe_set}-seed{seed}"
-                    tag += f"-trusted{a.n_trusted}" if a.n_trusted else ""
-                    tag += f"-from-{'+'.join(a.unsafe_sources)}" if a.unsafe_sources else ""
+                    tag = run_tag(a, risk, share, safe_set, seed)
                     data = out / "data" / tag
                     noisy, safe, labels = build_data(
                         risk,

@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from realistic import evaluate, run_config, write_results
+from realistic import evaluate, run_config, run_tag, write_results
 
 from forgetfilter import io
 from forgetfilter.pipeline import load_inputs, score_stage
@@ -51,6 +51,8 @@ def rescore(runs: Path, tag: str, args: argparse.Namespace, seed: int, signal: s
         for i, ex in enumerate(noisy)
     ]
     io.write_jsonl(out / "scores.jsonl", rows)
+    for name in ("config.json", "summary.json"):  # the run's settings and its recipe
+        io.write_json(out / name, io.read_json(run / name))
     return evaluate(out, io.read_json(data / "labels.json"), signal, False, data / "noisy.jsonl")
 
 
@@ -65,7 +67,7 @@ def main() -> None:
     args = argparse.Namespace(**recorded["args"])
     results = []
     for r in recorded["runs"]:
-        tag = f"{r['risk']}-s{r['share']:g}-{r['safe_set']}-seed{r['seed']}"
+        tag = run_tag(args, r["risk"], r["share"], r["safe_set"], r["seed"])
         res = rescore(runs, tag, args, r["seed"], a.signal, out / "runs" / tag)
         res |= {k: r[k] for k in ("risk", "share", "safe_set", "seed")}
         results.append(res)

@@ -200,3 +200,22 @@ def test_precision_at_k_counts_ties_fractionally_and_auprc_is_average_precision(
     assert precision_at_k([False, False], [1.0, 0.0]) is None
     assert auprc(labels, [0.9, 0.8, 0.7, 0.1, 0.0]) == pytest.approx((1 + 2 / 3) / 2)
     assert ranking_quality(labels, [0.9, 0.1, 0.8, 0.0, 0.0])["auroc"] == 1.0
+
+
+def test_matched_auroc_only_compares_answers_of_similar_length():
+    # Positives are long, negatives short, plus one long negative: length alone separates the
+    # classes, but among pairs of similar length the score ranks the long negative first.
+    labels = [True, True, False, False, False]
+    lengths = [100, 110, 10, 12, 105]
+    scores = [0.2, 0.3, 0.0, 0.1, 0.9]
+    res = metrics.matched_auroc(labels, scores, lengths, ratio=1.25)
+    assert metrics.auroc(labels, scores) == pytest.approx(4 / 6)
+    assert res["auroc_matched"] == 0.0
+    assert res["pairs_matched"] == pytest.approx(2 / 6)
+    tied = metrics.matched_auroc(labels, [0.5] * 5, lengths, ratio=1.25)
+    assert tied["auroc_matched"] == 0.5
+
+
+def test_matched_auroc_without_close_pairs_or_one_class():
+    assert metrics.matched_auroc([True, False], [1, 0], [100, 10])["auroc_matched"] is None
+    assert metrics.matched_auroc([True, True], [1, 0], [100, 10])["pairs_matched"] is None

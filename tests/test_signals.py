@@ -324,3 +324,35 @@ def test_a_registered_signal_reaches_the_cli_and_the_config(monkeypatch):
     with pytest.raises(Exception, match="kind nll"):
         RunConfig(signal="length", normalise="relative+learning")
     assert signals.score(None, None, [Example("a", "p", "four")], "length").tolist() == [4.0]
+
+
+def test_head_loss_is_the_mean_of_the_first_tokens(model_and_tokenizer, monkeypatch):
+    from forgetfilter import head_loss
+
+    monkeypatch.setattr(head_loss, "HEAD_TOKENS", 3)
+    model, tokenizer = model_and_tokenizer
+    examples = _examples(7)
+    kw = {"batch_size": 3, "max_length": 96, "progress": False}
+    got = signals.score(model, tokenizer, examples, "head_loss", **kw)
+    longer = 0
+    for ex, value in zip(examples, got, strict=True):
+        nll = _reference_token_nlls(model, tokenizer, ex, 96)
+        longer += len(nll) > 3
+        assert value == pytest.approx(float(nll[:3].mean()), abs=2e-4)
+    assert longer  # some responses were cut
+
+
+def test_keep_head_cuts_after_the_first_target_tokens_across_turns():
+    import numpy as np
+
+    from forgetfilter.batching import Encoded
+    from forgetfilter.head_loss import keep_head
+
+    ids = np.arange(20, dtype=np.int32)
+    plain = Encoded(ids, label_start=5, prompt_len=5, truncated=False)
+    assert keep_head([plain], 4)[0].input_ids.tolist() == list(range(9))
+    assert keep_head([plain], 40)[0].input_ids.tolist() == list(range(20))
+    turns = Encoded(ids, 4, 4, False, spans=((4, 6), (10, 14)))
+    (cut,) = keep_head([turns], 4)
+    assert cut.spans == ((4, 6), (10, 12)) and len(cut.input_ids) == 12
+    assert cut.n_labels == 4

@@ -78,6 +78,7 @@ FILTERING_MODULES = [
     "signals.py",
     "inference.py",
     "tail_loss.py",
+    "head_loss.py",
     "batching.py",
     "pipeline.py",
     "recipes.py",

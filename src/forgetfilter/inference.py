@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from .batching import (
     IGNORE_INDEX,
+    Encoded,
     collate,
     collate_prompts,
     encode_all,
@@ -79,12 +80,14 @@ def response_nll(
     prompt_format: str = "auto",
     turns: str = "last",
     reduce: Reduction | None = None,
+    keep: Callable[[list[Encoded]], list[Encoded]] | None = None,
 ) -> np.ndarray:
     """Mean NLL (nats/token) of each response given its prompt, teacher-forced.
 
     `reduce` (optional) replaces the mean over a response's tokens: it maps the per-token NLL
     `[rows, positions]` and the mask of target positions to one value per row (`mean_nll`'s
-    signature).
+    signature). `keep` (optional) maps the encoded records to the part of them to score (e.g.
+    `head_loss.keep_head`: the prompt and the response's first tokens).
 
     Records are encoded in the model's prompt format (`batching.encode_all`: `prompt_format`,
     and in the chat format the target `turns`), exactly as training encodes them.
@@ -98,6 +101,8 @@ def response_nll(
     model.eval()
     max_length = cap_length(model, max_length)
     enc = encode_all(tokenizer, examples, max_length, prompt_format=prompt_format, turns=turns)
+    if keep is not None:
+        enc = keep(enc)
     lengths = [len(e.input_ids) for e in enc]
     if max_batch_tokens:
         batches = token_budget_batches(lengths, max_batch_tokens, batch_size)

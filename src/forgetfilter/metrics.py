@@ -192,6 +192,37 @@ def auroc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
     return float(roc_auc_score(y, np.asarray(scores, dtype=float)))
 
 
+MATCH_RATIO = 1.25
+
+
+def matched_auroc(
+    labels: Sequence[bool],
+    scores: Sequence[float],
+    lengths: Sequence[float],
+    ratio: float = MATCH_RATIO,
+) -> dict[str, float | None]:
+    """ROC AUC over the (positive, negative) pairs whose lengths differ by at most a factor `ratio`.
+
+    The share of such pairs in which the positive scores higher (ties count half): the AUROC a
+    score keeps once the answer's length cannot separate the classes. Returns `auroc_matched`
+    (None without any such pair) and `pairs_matched`, the share of all pairs that qualified.
+    """
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=float)
+    length = np.log(np.maximum(np.asarray(lengths, dtype=float), 1.0))
+    _check_same_length(y, s)
+    _check_same_length(y, length)
+    if not y.any() or y.all():
+        return {"auroc_matched": None, "pairs_matched": None}
+    close = np.abs(length[y][:, None] - length[~y][None, :]) <= np.log(ratio)
+    wins = (s[y][:, None] > s[~y][None, :]) + 0.5 * (s[y][:, None] == s[~y][None, :])
+    n = int(close.sum())
+    return {
+        "auroc_matched": float(wins[close].mean()) if n else None,
+        "pairs_matched": n / close.size,
+    }
+
+
 def auprc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
     """Average precision of `scores` for positive `labels`; None when only one class is present."""
     y = np.asarray(labels, dtype=bool)

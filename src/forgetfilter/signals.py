@@ -8,7 +8,7 @@ M0); `recipes` turns those columns into the filter's score.
 - `rouge`: the paper's signal. Greedy generation of the response, first non-empty line,
   lower-cased and stripped of punctuation, ROUGE-1 F-measure with stemming against the target.
   Forgetting = ROUGE before - ROUGE after.
-- more in their own modules, registered at import (`tail_loss`).
+- more in their own modules, registered at import (`tail_loss`, `head_loss`).
 
 A signal declares its `kind`: `nll` (lower = better learned; M0 is scored too, as the reference
 of the recipes that need it) or `similarity` (higher = better learned). A new signal is one class
@@ -30,6 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from .errors import ConfigError
+from .head_loss import HeadLoss
 from .records import Example
 from .tail_loss import TailLoss
 
@@ -203,3 +204,4 @@ def greedy_rouge1(
 register(Loss())
 register(Rouge())
 register(TailLoss())
+register(HeadLoss())
