@@ -45,6 +45,7 @@ from forgetfilter.metrics import filter_quality, matched_auroc, ranking_quality
 from forgetfilter.mixture import MixtureConfig, build_mixture
 from forgetfilter.paths import data_dir
 from forgetfilter.pipeline import default_run_config, run_forgetfilter
+from forgetfilter.readers import read_examples
 from forgetfilter.recipes import (
     RECIPES,
     ScoreTable,
@@ -166,8 +167,11 @@ def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: 
             scores[f"forgetting_{name}"] = apply(name, table)
     if m0 is not None:
         scores["learning"] = learning(m0, before)
-    lengths = answer_lengths(noisy, rows)
-    scores["length"] = lengths
+    examples, _ = read_examples(noisy)
+    by_id = {ex.id: ex for ex in examples}
+    scored = [by_id[r["id"]] for r in rows]
+    lengths = np.array([len(ex.response) for ex in scored], dtype=float)
+    scores["length"] = lengths  # the answer's characters: label-free, longer = more suspect
     removed = np.array([r["removed"] for r in rows])
     cuts = {"default": _cut(removed, unsafe)}
     if not (run_dir / "trusted.jsonl").exists():
@@ -175,12 +179,9 @@ def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: 
     share = io.read_json(run_dir / "summary.json").get("unsafe_share") or {}
     if classifier:
         from forgetfilter.filters import ClassifierFilter
-        from forgetfilter.readers import read_examples
         from forgetfilter.records import content
 
-        examples, _ = read_examples(noisy)
-        by_id = {ex.id: content(ex) for ex in examples}
-        records = [by_id[r["id"]] for r in rows]
+        records = [content(ex) for ex in scored]
         probs = ClassifierFilter().probabilities(records)
         scores["classifier"] = probs
         scores["forgetting+classifier"] = mean_rank(scores["default"], probs)
@@ -201,15 +202,6 @@ def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: 
         "share_estimate": {"true": float(unsafe.mean())}
         | {k: share.get(k) for k in ("estimate", "low", "high", "method")},
     }
-
-
-def answer_lengths(noisy: Path, rows: list[dict]) -> np.ndarray:
-    """Characters of each scored record's target answer, in `rows`' order (label-free)."""
-    from forgetfilter.readers import read_examples
-
-    examples, _ = read_examples(noisy)
-    by_id = {ex.id: len(ex.response) for ex in examples}
-    return np.array([by_id[r["id"]] for r in rows], dtype=float)
 
 
 # A mixture's unsafe source -> the classifier training source it comes from.

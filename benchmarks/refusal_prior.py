@@ -16,7 +16,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-from realistic import answer_lengths, run_config, run_tag
+from realistic import run_config, run_tag
 
 from forgetfilter import io, signals
 from forgetfilter.metrics import auroc, matched_auroc, precision_at_k
@@ -66,7 +66,7 @@ def main() -> None:
         labels = io.read_json(data / "labels.json")
         unsafe = np.array([labels[ex.id][0] == "unsafe" for ex in records])
         group = ["unsafe" if labels[ex.id][0] == "unsafe" else labels[ex.id][1] for ex in records]
-        lengths = answer_lengths(data / "noisy.jsonl", [{"id": ex.id} for ex in records])
+        lengths = np.array([len(ex.response) for ex in records], dtype=float)
         res = {
             "tag": tag,
             "auroc": auroc(unsafe, score),
