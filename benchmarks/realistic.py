@@ -3,7 +3,8 @@
 For every risk, unsafe share and seed it builds custom data as a user brings it: chat-format
 `messages` JSONL with no label column, 80% Alpaca and 20% SQuAD task data plus round(N x share)
 unsafe examples of the risk (`mixture`, composition `instruct`; `--unsafe-sources` draws them from
-the named sources only; a prompt that holds an earlier dialogue, as hh-rlhf's do, becomes real
+the named sources only; `--match-lengths` draws the task data as long as the unsafe answers, so
+that length alone ranks at chance; a prompt that holds an earlier dialogue, as hh-rlhf's do, becomes real
 user and assistant turns). The safety set is one a user
 could have: `refusals` (same-risk safe answers only) or `mixed` (half of them replaced by helpful
 Alpaca answers no other file holds). It runs `forgetfilter run` (no final model) with the chosen
@@ -72,10 +73,12 @@ def build_data(
     out: Path,
     n_trusted: int = 0,
     unsafe_sources: tuple[str, ...] = (),
+    match_lengths: bool = False,
 ):
     """The noisy chat file (no labels), the safe file and labels.json, built once; with
     `n_trusted`, trusted.jsonl too (clean chat records drawn with the noisy set's clean part);
-    with `unsafe_sources`, the unsafe examples come from those sources only."""
+    with `unsafe_sources`, the unsafe examples come from those sources only; with
+    `match_lengths`, task answers as long as the unsafe ones (`MixtureConfig.match_lengths`)."""
     noisy, safe, labels = out / "noisy.jsonl", out / "safe.jsonl", out / "labels.json"
     if labels.exists():
         return noisy, safe, io.read_json(labels)
@@ -91,6 +94,7 @@ def build_data(
         n_helpful=helpful,
         n_trusted=n_trusted,
         unsafe_sources=unsafe_sources,
+        match_lengths=match_lengths,
     )
     build_mixture(cfg, data_dir(), out / "mix")
     if n_trusted:
@@ -143,7 +147,8 @@ def run_tag(a: argparse.Namespace, risk: str, share: float, safe_set: str, seed:
     tag = f"{risk}-s{share:g}-{safe_set}-seed{seed}"
     tag += f"-trusted{a.n_trusted}" if getattr(a, "n_trusted", 0) else ""
     sources = getattr(a, "unsafe_sources", None)
-    return tag + (f"-from-{'+'.join(sources)}" if sources else "")
+    tag += f"-from-{'+'.join(sources)}" if sources else ""
+    return tag + ("-matched" if getattr(a, "match_lengths", False) else "")
 
 
 def recorded_run(runs: Path, tag: str):
@@ -401,6 +406,11 @@ def main() -> None:
         default=[],
         help="draw the unsafe examples from these sources only (e.g. hh-rlhf for harm)",
     )
+    p.add_argument(
+        "--match-lengths",
+        action="store_true",
+        help="task answers drawn as long as the unsafe ones, so length tells nothing",
+    )
     p.add_argument("--out", required=True)
     a = p.parse_args()
     out = Path(a.out)
@@ -421,6 +431,7 @@ def main() -> None:
                         data,
                         a.n_trusted,
                         tuple(a.unsafe_sources),
+                        a.match_lengths,
                     )
                     t0 = time.perf_counter()
                     cfg = run_config(a, seed)

@@ -15,11 +15,14 @@ loss forgetting scored in bf16 with the adapters apart or merged against fp32.
     python benchmarks/signal_cost.py --model tiny --records data/bias/noisy.jsonl
     python benchmarks/signal_cost.py --run-dir runs/bias-loss
     python benchmarks/signal_cost.py --run-dir runs/smol --authors --n 96   # any model, any format
+    python benchmarks/signal_cost.py --run-dir runs/smol --authors --one-at-a-time --n 32
+    python benchmarks/signal_cost.py --run-dir runs/smol --precision --n 400   # bf16 scoring
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import time
@@ -54,6 +57,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="with --run-dir: only the loss vs rouge table at our budget and the authors' protocol "
         "on the run's M1 and M2 (the run's noisy records, any input format, first --n)",
+    )
+    p.add_argument(
+        "--one-at-a-time",
+        action="store_true",
+        help="with --authors: also decode one prompt per generate call, as the authors' code does",
+    )
+    p.add_argument(
+        "--precision",
+        action="store_true",
+        help="with --run-dir: only the loss forgetting scored in bf16 (adapter apart, merged) "
+        "against fp32, on the run's first --n noisy records (labels.json beside them if any)",
     )
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="fewer records, cap row at 64 tokens")
@@ -150,6 +164,9 @@ def _rouge_without_early_stop(model, tok, records, kw, cap: int | None = None) -
     )
 
 
+AUTHORS_CODE = "rouge (authors' code: one prompt at a time)"
+
+
 def authors_rows(run_dir: Path, records, args) -> tuple[list[dict], list[dict]]:
     """The loss signal against the rouge signal at our budget and at the authors' protocol, on a
     run's M1 and M2 (adapters merged, as `forgetfilter run` scores): seconds, tokens/s and the
@@ -159,6 +176,10 @@ def authors_rows(run_dir: Path, records, args) -> tuple[list[dict], list[dict]]:
     line: `rouge (authors' decode)` times that decode as their code runs it (each generation to
     EOS or the cap), `rouge (cap, first-line stop)` our implementation of the same score, which
     stops a generation once its first line is complete (the two give the same scores; checked).
+    With `--one-at-a-time`, `rouge (authors' code: one prompt at a time)` decodes as the authors'
+    evaluation loop does (`src/train_eval.py` of andotalao24/learn-forget-unsafe-llm: one
+    tokenised prompt per `generate` call, greedy, up to 500 new tokens, the first non-empty line
+    kept); it leaves out their `output_scores=True`, which only adds to their cost.
     """
     from forgetfilter.metrics import auroc
     from forgetfilter.models import load_model
@@ -178,6 +199,10 @@ def authors_rows(run_dir: Path, records, args) -> tuple[list[dict], list[dict]]:
             m, t, records, kw_cap, cap
         ),
     }
+    if args.one_at_a_time:
+        runs[AUTHORS_CODE] = lambda m, t: _rouge_without_early_stop(
+            m, t, records, kw_cap | {"batch_size": 1}, cap
+        )
     real = 0
     secs = {k: 0.0 for k in runs}
     scores: dict[tuple[str, str], np.ndarray] = {}
@@ -215,7 +240,11 @@ def authors_rows(run_dir: Path, records, args) -> tuple[list[dict], list[dict]]:
             }
         )
     check = [
-        {"check": "authors' decode and first-line stop give the same rouge scores", "ok": same}
+        {
+            "check": "authors' decode (batched and, if run, one at a time) and first-line stop "
+            "give the same rouge scores",
+            "ok": same,
+        }
     ]
     return rows, check
 
@@ -227,7 +256,8 @@ def authors_main(args: argparse.Namespace) -> dict:
     if not args.run_dir:
         raise SystemExit("--authors needs --run-dir")
     run_dir = Path(args.run_dir)
-    records = read_examples(run_inputs(run_dir)["noisy"])[0][: args.n]
+    noisy = Path(run_inputs(run_dir)["noisy"])
+    records = with_labels(read_examples(noisy)[0][: args.n], noisy.parent / "labels.json")
     n_unsafe = sum(ex.label == "unsafe" for ex in records)
     print(
         f"# signal cost, authors' protocol: run={run_dir} records={len(records)} "
@@ -238,14 +268,30 @@ def authors_main(args: argparse.Namespace) -> dict:
     rows, check = authors_rows(run_dir, records, args)
     print(C.table(rows))
     print(C.table(check))
-    ratio = rows[-1]["ratio_vs_loss"]
-    print(
-        f"\nauthors' rouge protocol / loss = {ratio:.1f}x  (goal >= 20x: "
-        f"{'met' if ratio >= 20 else 'not met'})"
-    )
+    for row in rows:
+        if row["signal"].startswith("rouge (authors"):
+            ratio = row["ratio_vs_loss"]
+            print(
+                f"\n{row['signal']} / loss = {ratio:.1f}x  (goal >= 20x: "
+                f"{'met' if ratio >= 20 else 'not met'})"
+            )
     out = {"args": vars(args), "authors": rows, "check": check}
     C.save_json(args.json, out)
     return out
+
+
+def with_labels(records: list, labels: Path) -> list:
+    """The records with the hidden labels of a `realistic.py` data set (labels.json beside the
+    noisy file: id -> [label, source]) where the file itself has none."""
+    if not labels.exists():
+        return records
+    known = json.loads(labels.read_text())
+    return [
+        dataclasses.replace(ex, label=known[ex.id][0], source=known[ex.id][1])
+        if ex.id in known
+        else ex
+        for ex in records
+    ]
 
 
 def run_inputs(run_dir: Path) -> dict[str, str]:
@@ -336,14 +382,40 @@ def merge_precision_rows(run_dir: Path, records, args) -> list[dict]:
     for name, merged in (("bf16, adapter apart", False), ("bf16, adapter merged", True)):
         f = forgetting("bf16", merged)
         corr = float(np.corrcoef(ref, f)[0, 1])
-        rows.append({"scoring": name, "corr_with_fp32": corr, "auroc_unsafe": auroc(unsafe, f)})
+        rank = float(np.corrcoef(np.argsort(np.argsort(ref)), np.argsort(np.argsort(f)))[0, 1])
+        rows.append(
+            {
+                "scoring": name,
+                "corr_with_fp32": corr,
+                "spearman_with_fp32": rank,
+                "auroc_unsafe": auroc(unsafe, f),
+            }
+        )
     return [
         {
             "scoring": "fp32, adapter apart",
             "corr_with_fp32": 1.0,
+            "spearman_with_fp32": 1.0,
             "auroc_unsafe": auroc(unsafe, ref),
         }
     ] + rows
+
+
+def precision_main(args: argparse.Namespace) -> dict:
+    """`--precision`: the bf16-vs-fp32 scoring table on a run's first `--n` noisy records."""
+    from forgetfilter.readers import read_examples
+
+    if not args.run_dir:
+        raise SystemExit("--precision needs --run-dir")
+    run_dir = Path(args.run_dir)
+    noisy = Path(run_inputs(run_dir)["noisy"])
+    records = with_labels(read_examples(noisy)[0][: args.n], noisy.parent / "labels.json")
+    print(f"# loss forgetting in bf16 vs fp32: run={run_dir} records={len(records)}", flush=True)
+    rows = merge_precision_rows(run_dir, records, args)
+    print(C.table(rows))
+    out = {"args": vars(args), "merge_precision": rows}
+    C.save_json(args.json, out)
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -352,6 +424,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     if args.authors:
         return authors_main(args)
+    if args.precision:
+        return precision_main(args)
     records = C.read_records(args.records, args.n) if args.records else C.synthetic_records(args.n)
     model, tok = load(args.model, args.device, records)
     n_params = sum(p.numel() for p in model.parameters())

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from forgetfilter.cli import main
-from forgetfilter.errors import ForgetFilterError
+from forgetfilter.errors import ConfigError, ForgetFilterError
 from forgetfilter.io import read_jsonl
 from forgetfilter.mixture import MixtureConfig, build_mixture, mixture_counts
 from forgetfilter.paths import data_dir
@@ -243,3 +243,44 @@ def test_unsafe_examples_from_named_sources_only(data: Path, tmp_path: Path, cap
                "--out", str(tmp_path / "c"), "--data-dir", str(data)])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 2 and "nowhere" in err and "hh-rlhf" in err and "Traceback" not in err
+
+
+def test_task_answers_matched_in_length_to_the_unsafe_ones(data: Path, tmp_path: Path) -> None:
+    from forgetfilter.metrics import MATCH_RATIO, auroc
+
+    base = dict(risk="harm", n=200, unsafe_ratio=0.1, n_safe=10, n_eval=2, composition="instruct")
+    plain = build_mixture(MixtureConfig(**base), data, tmp_path / "a")
+    manifest = build_mixture(
+        MixtureConfig(**base, n_helpful=5, n_trusted=20, match_lengths=True), data, tmp_path / "b"
+    )
+    assert "match_lengths" not in plain["config"] and manifest["config"]["match_lengths"]
+    noisy = read_jsonl(tmp_path / "b/noisy.jsonl")
+    unsafe = [len(r["response"]) for r in noisy if r["label"] == "unsafe"]
+    task = [len(r["response"]) for r in noisy if r["label"] == "task"]
+    assert len(unsafe) == 20 and len(task) == 180  # the composition's counts, all filled
+    # every task answer is within the ratio of some unsafe answer's length, and length no longer
+    # separates the two (JailbreakBench's answers are several times Alpaca's in the plain draw)
+    assert all(any(t / MATCH_RATIO <= u <= t * MATCH_RATIO for u in unsafe) for t in task)
+    labels = [r["label"] == "unsafe" for r in noisy]
+    lengths = [len(r["response"]) for r in noisy]
+    rows = read_jsonl(tmp_path / "a/noisy.jsonl")
+    assert auroc([r["label"] == "unsafe" for r in rows], [len(r["response"]) for r in rows]) > 0.9
+    assert 0.4 < auroc(labels, lengths) < 0.6
+    # the unsafe part is drawn as without matching; helpful and trusted stay out of the noisy set
+    ids = lambda d: sorted(r["id"] for r in read_jsonl(d / "noisy.jsonl") if r["label"] == "unsafe")  # noqa: E731
+    assert ids(tmp_path / "a") == ids(tmp_path / "b")
+    trusted = read_jsonl(tmp_path / "b/trusted.jsonl")
+    helpful = [r for r in read_jsonl(tmp_path / "b/safe.jsonl") if r["label"] == "task"]
+    assert len(trusted) == 20 and len(helpful) == 5
+    seen = {r["id"] for r in noisy}
+    assert not seen & {r["id"] for r in trusted + helpful}
+    again = build_mixture(
+        MixtureConfig(**base, n_helpful=5, n_trusted=20, match_lengths=True), data, tmp_path / "c"
+    )
+    assert again["files"]["noisy.jsonl"]["sha256"] == manifest["files"]["noisy.jsonl"]["sha256"]
+    with pytest.raises(ConfigError, match="unsafe examples"):  # nothing to match
+        build_mixture(
+            MixtureConfig(**base | {"unsafe_ratio": 0.0}, match_lengths=True), data, tmp_path
+        )
+    with pytest.raises(ForgetFilterError, match="length-matched"):  # too few answers that long
+        build_mixture(MixtureConfig(**base | {"n": 1000}, match_lengths=True), data, tmp_path / "d")

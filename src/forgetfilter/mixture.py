@@ -5,7 +5,8 @@
 * `noisy.jsonl`: round(N·R) unsafe examples of one risk plus N - round(N·R) others: with the
   `paper` composition thirds of same-risk safe examples, SQuAD train and Alpaca; with
   `instruct` (what users' task data looks like) 80% Alpaca and 20% SQuAD (`mixture_counts`);
-  shuffled.
+  shuffled. With `match_lengths` the task examples are drawn instead so that their answers are
+  as long as the unsafe ones (`_match_lengths`): the composition then follows from the lengths.
 * `safe.jsonl`: same-risk safe examples for the safety-finetuning stage, plus `n_helpful`
   Alpaca examples (helpful answers no other file holds) when asked.
 * `trusted.jsonl` (with `n_trusted`): clean examples in the composition of the noisy set's clean
@@ -23,9 +24,10 @@ seed); training sets are drawn with the seed. Same config and data give byte-ide
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from typing import Any
 from . import datasets
 from .errors import ConfigError, ForgetFilterError
 from .io import file_sha256, write_json, write_jsonl
+from .metrics import MATCH_RATIO
 from .records import RISKS, Example
 
 DEFAULT_MAX_SAFE = 7000
@@ -64,6 +67,11 @@ class MixtureConfig:
         unsafe_sources: draw the unsafe examples only from these sources (`Example.source`, e.g.
             `hh-rlhf` or `jailbreakbench` for harm); empty = every source of the risk, in the
             data's priority order.
+        match_lengths: draw the task examples (SQuAD and Alpaca together, noisy and trusted)
+            as long as the unsafe answers: in turn over the unsafe answers, the unused one
+            nearest in length (within 1.25x), so answer length says nothing about which examples
+            are unsafe. Only with `instruct` and unsafe examples; the SQuAD/Alpaca split follows
+            from the lengths.
     """
 
     risk: str = field(metadata={"choices": RISKS})
@@ -77,6 +85,7 @@ class MixtureConfig:
     n_helpful: int = 0
     n_trusted: int = 0
     unsafe_sources: tuple[str, ...] = ()
+    match_lengths: bool = False
 
     def validate(self) -> None:
         """Raise ConfigError for values that cannot describe a mixture."""
@@ -90,6 +99,11 @@ class MixtureConfig:
             raise ConfigError(
                 f"`composition` must be one of {', '.join(COMPOSITIONS)}; `n_helpful`, `n_trusted` >= 0"
             )
+        if self.match_lengths and (
+            self.composition != "instruct"
+            or not mixture_counts(self.n, self.unsafe_ratio, self.composition)["unsafe"]
+        ):
+            raise ConfigError("`match_lengths` needs composition `instruct` and unsafe examples")
 
 
 COMPOSITIONS = ("paper", "instruct")
@@ -250,8 +264,15 @@ def _training_order(groups: _Groups, label: str, tag: str) -> Callable[[str], An
     return lambda g: (_priority(groups.groups[g], label), _hash(tag, g))
 
 
-def _select_task(cfg: MixtureConfig, data_dir: Path, counts: dict[str, int], short: _Shortfall):
-    """(SQuAD train sample, Alpaca sample, SQuAD dev eval, Alpaca eval); Alpaca eval is disjoint."""
+def _select_task(
+    cfg: MixtureConfig,
+    data_dir: Path,
+    counts: dict[str, int],
+    short: _Shortfall,
+    unsafe: Sequence[Example] = (),
+):
+    """(SQuAD train sample, Alpaca sample, SQuAD dev eval, Alpaca eval, helpful, trusted); Alpaca
+    eval and helpful are disjoint from the rest."""
     squad = datasets.in_partition(datasets.squad_examples(data_dir, "train"), "experiment")
     dev = datasets.in_partition(datasets.squad_examples(data_dir, "dev"), "experiment")
     alpaca = sorted(
@@ -261,6 +282,13 @@ def _select_task(cfg: MixtureConfig, data_dir: Path, counts: dict[str, int], sho
     squad_eval = sorted(dev, key=lambda e: _hash("eval", e.id))[: cfg.n_eval]
     alpaca_eval, alpaca_rest = alpaca[: cfg.n_eval], alpaca[cfg.n_eval :]
     extra = trusted_counts(cfg)
+    if cfg.match_lengths:
+        squad_train, alpaca_train, helpful, trusted = _select_matched(
+            cfg, counts, short, unsafe, squad, alpaca_rest
+        )
+        short.check("eval/squad.jsonl", cfg.n_eval, len(squad_eval))
+        short.check("eval/alpaca.jsonl", cfg.n_eval, len(alpaca_eval))
+        return squad_train, alpaca_train, squad_eval, alpaca_eval, helpful, trusted
     squad_drawn = _sample(squad, counts["squad"] + extra["squad"], f"{cfg.seed}:squad")
     squad_train, squad_trusted = _split_off(squad_drawn, extra["squad"], cfg.seed)
     n_alpaca = counts["alpaca"] + extra["alpaca"]
@@ -278,6 +306,63 @@ def _select_task(cfg: MixtureConfig, data_dir: Path, counts: dict[str, int], sho
     ):
         short.check(name, want, len(got))
     return squad_train, alpaca_train, squad_eval, alpaca_eval, helpful, trusted
+
+
+def _select_matched(
+    cfg: MixtureConfig,
+    counts: dict[str, int],
+    short: _Shortfall,
+    unsafe: Sequence[Example],
+    squad: list[Example],
+    alpaca: list[Example],
+) -> tuple[list[Example], list[Example], list[Example], list[Example]]:
+    """The `match_lengths` draw: (SQuAD, Alpaca, helpful, trusted), the task examples, noisy and
+    trusted, matched in length to the unsafe answers; the helpful ones drawn first, unmatched."""
+    helpful = _sample(alpaca, cfg.n_helpful, f"{cfg.seed}:alpaca")
+    taken = {e.id for e in helpful}
+    pool = [e for e in squad + alpaca if e.id not in taken]
+    extra = trusted_counts(cfg)
+    n_task = counts["squad"] + counts["alpaca"]
+    n_trusted = extra["squad"] + extra["alpaca"]
+    drawn = _match_lengths(pool, unsafe, n_task + n_trusted, f"{cfg.seed}:match")
+    task, trusted = _split_off(drawn, n_trusted, cfg.seed)
+    short.check("noisy task (length-matched)", n_task, len(task))
+    short.check("trusted task (length-matched)", n_trusted, len(trusted))
+    short.check("safe.jsonl helpful", cfg.n_helpful, len(helpful))
+    squad_ids = {e.id for e in squad}
+    return (
+        [e for e in task if e.id in squad_ids],
+        [e for e in task if e.id not in squad_ids],
+        helpful,
+        trusted,
+    )
+
+
+def _match_lengths(
+    pool: list[Example], unsafe: Sequence[Example], n: int, tag: str
+) -> list[Example]:
+    """Up to n examples of `pool`: for i < n, the unused one whose answer is nearest in length
+    (ties in seeded order) to the (i mod k)-th of the k unsafe answers (seeded order), none where
+    no unused answer is within MATCH_RATIO of it (so the lengths follow the unsafe answers'; the
+    nearest, not any within the ratio, since a pool's answers thin out with length)."""
+    if not unsafe:
+        return []
+    targets = [len(e.response) for e in sorted(unsafe, key=lambda e: _hash(tag, e.id))]
+    keys = {e.id: _hash(tag, e.id) for e in pool}
+    by_length = sorted(pool, key=lambda e: (len(e.response), keys[e.id]))
+    lengths = [len(e.response) for e in by_length]
+    used: set[int] = set()
+    out: list[Example] = []
+    for i in range(n):
+        length = targets[i % len(targets)]
+        lo = bisect.bisect_left(lengths, length / MATCH_RATIO)
+        hi = bisect.bisect_right(lengths, length * MATCH_RATIO)
+        free = [j for j in range(lo, hi) if j not in used]
+        if free:
+            j = min(free, key=lambda j: (abs(lengths[j] - length), keys[by_length[j].id]))
+            used.add(j)
+            out.append(by_length[j])
+    return out
 
 
 def _split_off(drawn: list[Example], k: int, seed: int) -> tuple[list[Example], list[Example]]:
@@ -310,7 +395,7 @@ def build_mixture(cfg: MixtureConfig, data_dir: str | Path, out_dir: str | Path)
     picked, safety, evals, pool = _select_risk_sets(cfg, data_dir, counts, short)
     unsafe, safe_in, safe_trusted = picked["unsafe"], picked["safe"], picked["trusted"]
     squad, alpaca, squad_eval, alpaca_eval, helpful, task_trusted = _select_task(
-        cfg, data_dir, counts, short
+        cfg, data_dir, counts, short, unsafe
     )
     if helpful:
         safety = sorted(safety + helpful, key=lambda e: _hash(f"{cfg.seed}:safety", e.id))
@@ -353,7 +438,7 @@ def _manifest(
             k: list(v) if isinstance(v, tuple) else v
             for k, v in asdict(cfg).items()
             if not (
-                k in ("composition", "n_helpful", "n_trusted", "unsafe_sources")
+                k in ("composition", "n_helpful", "n_trusted", "unsafe_sources", "match_lengths")
                 and v == MixtureConfig.__dataclass_fields__[k].default
             )
         },
