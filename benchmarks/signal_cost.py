@@ -251,13 +251,7 @@ def authors_rows(run_dir: Path, records, args) -> tuple[list[dict], list[dict]]:
 
 def authors_main(args: argparse.Namespace) -> dict:
     """`--authors`: the protocol table on a run's first `--n` noisy records."""
-    from forgetfilter.readers import read_examples
-
-    if not args.run_dir:
-        raise SystemExit("--authors needs --run-dir")
-    run_dir = Path(args.run_dir)
-    noisy = Path(run_inputs(run_dir)["noisy"])
-    records = with_labels(read_examples(noisy)[0][: args.n], noisy.parent / "labels.json")
+    run_dir, records = run_records(args, "--authors")
     n_unsafe = sum(ex.label == "unsafe" for ex in records)
     print(
         f"# signal cost, authors' protocol: run={run_dir} records={len(records)} "
@@ -278,6 +272,17 @@ def authors_main(args: argparse.Namespace) -> dict:
     out = {"args": vars(args), "authors": rows, "check": check}
     C.save_json(args.json, out)
     return out
+
+
+def run_records(args: argparse.Namespace, flag: str) -> tuple[Path, list]:
+    """(run dir, its first `--n` noisy records, labelled from labels.json beside them if any)."""
+    from forgetfilter.readers import read_examples
+
+    if not args.run_dir:
+        raise SystemExit(f"{flag} needs --run-dir")
+    run_dir = Path(args.run_dir)
+    noisy = Path(run_inputs(run_dir)["noisy"])
+    return run_dir, with_labels(read_examples(noisy)[0][: args.n], noisy.parent / "labels.json")
 
 
 def with_labels(records: list, labels: Path) -> list:
@@ -403,13 +408,7 @@ def merge_precision_rows(run_dir: Path, records, args) -> list[dict]:
 
 def precision_main(args: argparse.Namespace) -> dict:
     """`--precision`: the bf16-vs-fp32 scoring table on a run's first `--n` noisy records."""
-    from forgetfilter.readers import read_examples
-
-    if not args.run_dir:
-        raise SystemExit("--precision needs --run-dir")
-    run_dir = Path(args.run_dir)
-    noisy = Path(run_inputs(run_dir)["noisy"])
-    records = with_labels(read_examples(noisy)[0][: args.n], noisy.parent / "labels.json")
+    run_dir, records = run_records(args, "--precision")
     print(f"# loss forgetting in bf16 vs fp32: run={run_dir} records={len(records)}", flush=True)
     rows = merge_precision_rows(run_dir, records, args)
     print(C.table(rows))
