@@ -32,6 +32,7 @@ def one_run(noisy: Path, safe: Path, out: Path, dtype: str, a: argparse.Namespac
         epochs=a.epochs,
         max_length=a.max_length,
         dtype=dtype,
+        score_dtype="train",  # score in the dtype trained in: bf16 scoring is part of what is measured
         seed=a.seed,
         final=False,
     )

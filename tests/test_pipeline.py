@@ -350,7 +350,7 @@ def test_lora_run_stacks_safety_finetuning_on_the_noisy_adapter(
     np.testing.assert_allclose([saved[ex.id] for ex in examples], apart, atol=1e-5)
 
 
-def test_scoring_uses_the_run_dtype(micro_model_dir, tmp_path, monkeypatch):
+def test_scoring_uses_its_own_dtype(micro_model_dir, tmp_path, monkeypatch):
     from forgetfilter import pipeline
 
     dtypes = []
@@ -363,7 +363,13 @@ def test_scoring_uses_the_run_dtype(micro_model_dir, tmp_path, monkeypatch):
     noisy, safe = make_data(tmp_path)
     cfg = micro_config(str(micro_model_dir), safety_steps=2, final=False, dtype="bf16")
     run_forgetfilter(noisy, safe, tmp_path / "run", cfg)
-    assert dtypes and set(dtypes) == {torch.bfloat16}  # --dtype bf16 on the CPU: bf16 scoring too
+    assert dtypes and set(dtypes) == {torch.float32}  # trained in bf16, scored in fp32
+    dtypes.clear()
+    cfg = micro_config(
+        str(micro_model_dir), safety_steps=2, final=False, dtype="bf16", score_dtype="train"
+    )
+    run_forgetfilter(noisy, safe, tmp_path / "run2", cfg)
+    assert dtypes and set(dtypes) == {torch.bfloat16}  # `train`: bf16 scoring too
 
 
 def test_a_moved_run_directory_resumes(micro_model_dir, tmp_path):
@@ -679,3 +685,27 @@ def test_runs_recorded_before_screening_existed_continue():
         old.pop(key)
     assert _canonical(old) == cfg.fingerprint()
     assert cfg.final_train is None  # no separate final settings unless asked for
+
+
+def test_scoring_runs_in_fp32_whatever_the_training_precision():
+    """Scoring precision is its own setting (fp32 by default); `train` follows the noisy
+    finetune's dtype, which is what runs recorded before the setting existed did."""
+    from forgetfilter.errors import ConfigError
+    from forgetfilter.pipeline import _canonical, scoring_dtype
+
+    cfg = micro_config("tiny:micro")
+    cfg.noisy_train.dtype = "bf16"
+    assert cfg.score_dtype == "fp32" and scoring_dtype(cfg) == "fp32"
+    assert scoring_dtype(micro_config("tiny:micro", score_dtype="bf16")) == "bf16"
+    follows = micro_config("tiny:micro", score_dtype="train")
+    follows.noisy_train.dtype = "bf16"
+    assert scoring_dtype(follows) == "bf16"
+    follows.noisy_train.dtype = None
+    assert scoring_dtype(follows) is None  # the device default, as before
+    old = micro_config("tiny:micro").fingerprint()
+    old.pop("score_dtype")
+    assert _canonical(old)["score_dtype"] == "train"  # so an old run is not silently rescored
+    assert _canonical(old) != micro_config("tiny:micro").fingerprint()
+    assert _canonical(old) == micro_config("tiny:micro", score_dtype="train").fingerprint()
+    with pytest.raises(ConfigError, match="score_dtype"):
+        micro_config("tiny:micro", score_dtype="fp64")

@@ -82,6 +82,10 @@ class RunConfig:
         threshold: how phi is chosen.
         final: train the delivered model on the kept examples.
         score_batch_size: batch size of scoring passes.
+        score_dtype: precision of the scoring passes: `fp32` (default: a pretrained model's
+            per-example forgetting is a few thousandths of a nat, finer than bf16 activations
+            resolve), `bf16` or `fp16`, or `train` (the noisy finetune's `dtype`: bf16 on a GPU
+            that supports it, faster, and what runs recorded before this setting used).
         max_new_tokens: generation budget of the rouge signal (None: each target's length + 8, at most 500).
         compile_generation: rouge signal on CUDA: compile decoding (static KV cache + torch.compile
             through transformers). Once compiled, decoding ran 3.7x faster on an H200 (GPT-2 small
@@ -116,6 +120,9 @@ class RunConfig:
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     final: bool = True
     score_batch_size: int = 32
+    score_dtype: str = field(
+        default="fp32", metadata={"choices": ("fp32", "bf16", "fp16", "train")}
+    )
     max_new_tokens: int | None = None
     compile_generation: bool = False
     curve_points: int = 0
@@ -172,6 +179,10 @@ class RunConfig:
             self.final_train = None
         if self.final_train is not None:
             self.final_train.validate()
+        if self.score_dtype not in ("fp32", "bf16", "fp16", "train"):
+            raise ConfigError(
+                f"`score_dtype` must be fp32, bf16, fp16 or train, not {self.score_dtype!r}"
+            )
         if (
             self.score_batch_size < 1
             or self.curve_points < 0
@@ -647,7 +658,12 @@ def _canonical(recorded: dict) -> dict:
     from .thresholds import ADDED_FIELDS as THRESHOLD_ADDED
     from .training import ADDED_FIELDS
 
-    added = {"filter": "forgetfilter", "screen_model": None, "screen_steps": None}
+    added = {
+        "filter": "forgetfilter",
+        "screen_model": None,
+        "screen_steps": None,
+        "score_dtype": "train",  # runs recorded before it scored in the training dtype
+    }
     out = {**added, "final_train": None, **recorded}
     out["model"] = canonical_name(recorded.get("model", ""))
     for key in ("noisy_train", "safety_train", "final_train"):
@@ -912,7 +928,7 @@ def _score_shards(
     model = tokenizer = None
     for k, chunk, shard in todo:
         if model is None:
-            model, tokenizer = _load(model_path, ranks.device, cfg.noisy_train.dtype)
+            model, tokenizer = _load(model_path, ranks.device, scoring_dtype(cfg))
         values = score_values(model, tokenizer, chunk, cfg, progress=False)
         io.write_jsonl(
             shard, ({"id": ex.id, "score": v} for ex, v in zip(chunk, values, strict=True))
@@ -932,9 +948,14 @@ def _scores_in_order(rows: list[dict], examples: Sequence[Example], path: Path) 
     return np.asarray([by_id[ex.id] for ex in examples], dtype=np.float64)
 
 
+def scoring_dtype(cfg: RunConfig) -> str | None:
+    """The precision of a run's scoring passes (`score_dtype`; `train`: the noisy finetune's)."""
+    return cfg.noisy_train.dtype if cfg.score_dtype == "train" else cfg.score_dtype
+
+
 def _load(model_path: str, device: str | None, dtype: str | None):
-    """A stage's model for scoring, in the run's dtype (`--dtype`; default: bf16 on GPUs that
-    support it, fp32 otherwise), a float32 LoRA adapter merged."""
+    """A stage's model for scoring in `dtype` (None: bf16 on GPUs that support it, fp32
+    otherwise), a float32 LoRA adapter merged."""
     from .models import load_model
 
     return load_model(model_path, device=device, dtype=dtype, merge=True)
