@@ -60,6 +60,7 @@ from .thresholds import METHODS, ThresholdChoice, ThresholdConfig
 from .training import TrainConfig
 
 SCORE_SHARD = 256
+SCORE_DTYPES = ("fp32", "bf16", "fp16", "train")  # `train`: the noisy finetune's dtype
 
 
 @dataclass
@@ -120,9 +121,7 @@ class RunConfig:
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     final: bool = True
     score_batch_size: int = 32
-    score_dtype: str = field(
-        default="fp32", metadata={"choices": ("fp32", "bf16", "fp16", "train")}
-    )
+    score_dtype: str = field(default="fp32", metadata={"choices": SCORE_DTYPES})
     max_new_tokens: int | None = None
     compile_generation: bool = False
     curve_points: int = 0
@@ -179,9 +178,9 @@ class RunConfig:
             self.final_train = None
         if self.final_train is not None:
             self.final_train.validate()
-        if self.score_dtype not in ("fp32", "bf16", "fp16", "train"):
+        if self.score_dtype not in SCORE_DTYPES:
             raise ConfigError(
-                f"`score_dtype` must be fp32, bf16, fp16 or train, not {self.score_dtype!r}"
+                f"`score_dtype` must be one of {', '.join(SCORE_DTYPES)}, not {self.score_dtype!r}"
             )
         if (
             self.score_batch_size < 1
