@@ -3,7 +3,7 @@
 The unsafe answers of a source can be much longer (JailbreakBench's) or shorter (BBQ's) than the
 task answers they hide among, so a score can rank them by length alone. For every `--runs DIR`
 (the `--out` of a `realistic.py` run; `LABEL=DIR` pools the seeds of several) this re-evaluates each run's recorded scores, no model is
-loaded: every label-free score's AUROC, the AUROC of `length` itself, and the AUROC over the
+loaded: every label-free score's AUROC and precision among the top k, the AUROC of `length` itself, and the AUROC over the
 (unsafe, clean) pairs whose answer lengths differ by at most 1.25x (`metrics.matched_auroc`).
 It writes `OUT.json` and prints one table per setting, mean ± sd over the seeds.
 
@@ -26,7 +26,9 @@ SCORES = (
     "forgetting_relative",
     "forgetting_none",
     "forgetting_reversion",
+    "forgetting_relative+surprise",
     "learning",
+    "surprise",
     "static",
     "classifier",
 )
@@ -47,18 +49,19 @@ def reevaluate(runs: Path, label: str) -> dict[str, list[dict]]:
 
 
 def table(key: str, seeds: list[dict]) -> str:
-    """AUROC and the length-matched AUROC of the main scores, mean ± sd over the seeds."""
+    """AUROC, P@k and the length-matched AUROC of the main scores, mean ± sd over the seeds."""
     fmt = lambda v: "n/a" if v is None else f"{v[0]:.3f} ± {v[1]:.3f}"  # noqa: E731
-    lines = [f"\n{key} ({len(seeds)} seeds)\n", "| score | AUROC | AUROC, lengths matched |"]
-    lines.append("|---|---|---|")
+    lines = [f"\n{key} ({len(seeds)} seeds)\n", "| score | AUROC | P@k | AUROC, lengths matched |"]
+    lines.append("|---|---|---|---|")
     for score in SCORES:
         rows = [s["ranking"][score] for s in seeds if score in s["ranking"]]
         if rows:
             auroc = mean_sd([r["auroc"] for r in rows])
+            p_at_k = mean_sd([r.get("p_at_k") for r in rows])
             matched = mean_sd([r.get("auroc_matched") for r in rows])
-            lines.append(f"| {score} | {fmt(auroc)} | {fmt(matched)} |")
+            lines.append(f"| {score} | {fmt(auroc)} | {fmt(p_at_k)} | {fmt(matched)} |")
     pairs = mean_sd([s["ranking"]["length"].get("pairs_matched") for s in seeds])
-    lines.append(f"| (share of unsafe-clean pairs matched) | | {fmt(pairs)} |")
+    lines.append(f"| (share of unsafe-clean pairs matched) | | | {fmt(pairs)} |")
     return "\n".join(lines)
 
 

@@ -172,6 +172,7 @@ def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: 
             scores[f"forgetting_{name}"] = apply(name, table)
     if m0 is not None:
         scores["learning"] = learning(m0, before)
+        scores["surprise"] = m0  # the aligned model's NLL of the answer: no finetune needed
     examples, _ = read_examples(noisy)
     by_id = {ex.id: ex for ex in examples}
     scored = [by_id[r["id"]] for r in rows]

@@ -86,8 +86,8 @@ def test_run_writes_auditable_outputs(micro_model_dir, tmp_path):
     assert {"id", "before", "after", "forgetting", "removed", "m0"} <= set(rows[0])
     m0 = {r["id"]: r["score"] for r in io.read_jsonl(out / "scores_m0.jsonl")}
     assert all(r["m0"] == m0[r["id"]] for r in rows)
-    assert summary["normalise"] == "relative"  # a model directory: the paper's forgetting
-    for name in ("learning", "forgetting_relative", "forgetting_relative+learning"):
+    assert summary["normalise"] == "relative+surprise"  # a model directory's default
+    for name in ("learning", "surprise", "forgetting_relative", "forgetting_relative+learning"):
         assert 0.0 <= summary["quality"][name]["auroc"] <= 1.0
     # the user's own records come back: the kept lines, byte for byte, in input order
     lines = noisy.read_bytes().splitlines(keepends=True)
@@ -107,10 +107,11 @@ def test_learning_is_the_share_of_reference_nll_removed():
     from forgetfilter.recipes import learning, mean_rank
 
     assert learning(np.array([4.0, 2.0]), np.array([1.0, 2.0])).tolist() == [0.75, 0.0]
-    assert (
-        mean_rank(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])).tolist()
-        == [pytest.approx(2 / 3)] * 3
-    )
+    tied = mean_rank(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0]))
+    assert tied.tolist() == [pytest.approx(2 / 3, abs=0.05)] * 3  # equal mean ranks...
+    assert tied[0] < tied[1] < tied[2]  # ...ordered by the first score
+    apart = mean_rank(np.array([1.0, 2.0, 3.0, 4.0]), np.array([4.0, 1.0, 2.0, 3.0]))
+    assert np.argsort(apart).tolist() == [1, 0, 2, 3]  # 0 and 2 tie: the first score decides
 
 
 def test_default_score_is_forgetting_and_learning_for_loss_and_forgetting_for_rouge():
@@ -120,11 +121,11 @@ def test_default_score_is_forgetting_and_learning_for_loss_and_forgetting_for_ro
 
     assert RunConfig().normalise == "relative+learning"
     assert RunConfig(signal="rouge").normalise == "relative"
-    # a pretrained model's default is the paper's forgetting; with a screen model, the screen's
+    # a pretrained model's default adds M0's surprise to forgetting; with a screen model, the screen's
     smol = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    assert RunConfig(model=smol).normalise == "relative"
+    assert RunConfig(model=smol).normalise == "relative+surprise"
     assert RunConfig(model=smol, screen_model="tiny").normalise == "relative+learning"
-    assert RunConfig(model="tiny", screen_model=smol).normalise == "relative"
+    assert RunConfig(model="tiny", screen_model=smol).normalise == "relative+surprise"
     assert RunConfig(normalise="relative+static").normalise == "relative+static"
     with pytest.raises(ConfigError, match="needs a `signal` of kind nll"):
         RunConfig(signal="rouge", normalise="relative+learning")
@@ -145,6 +146,20 @@ def test_relative_plus_learning_ranks_learned_then_forgotten_examples_first():
     assert np.argmax(score) == 0 and score[0] > score[2] > score[3]
     with pytest.raises(ValueError):
         forgetting(before, after, "loss", "relative+learning")
+
+
+def test_relative_plus_surprise_ranks_forgotten_answers_m0_finds_unlikely_first():
+    from forgetfilter.recipes import forgetting, get
+
+    m0 = np.array([4.0, 1.0, 4.0, 1.0])  # M0 finds answers 0 and 2 unlikely
+    before = np.array([2.0, 1.0, 2.0, 1.0])
+    after = np.array([2.4, 1.2, 2.02, 1.01])  # 0 and 1 forgotten by 20%, 2 and 3 by 1%
+    score = forgetting(before, after, "loss", "relative+surprise", m0)
+    assert np.argmax(score) == 0 and np.argmin(score) == 3
+    assert score[1] > score[2]  # one half each: the tie goes to forgetting
+    assert get("relative+surprise").count_with == "relative"
+    with pytest.raises(ValueError, match="M0"):
+        forgetting(before, after, "loss", "relative+surprise")
 
 
 def test_rouge_run_scores_by_generation_and_skips_the_m0_reference(micro_model_dir, tmp_path):
@@ -229,11 +244,18 @@ def test_a_rerun_with_another_cut_or_safety_finetune_keeps_the_stages_before_it(
     assert not (run_dir / "final").exists() and "final" not in io.read_json(
         run_dir / "timings.json"
     )
+    paper = micro_config(  # a run recorded under another default recipe: only the filter reruns
+        str(micro_model_dir), safety_steps=3, threshold=quarter, final=False, normalise="relative"
+    )
+    assert run_forgetfilter(noisy, other_safe, run_dir, paper).summary["normalise"] == "relative"
+    assert "changed normalise; keeping scores_m0, m1, scores_before, m2, scores_after" in (
+        capsys.readouterr().err
+    )
     other_lr = micro_config(str(micro_model_dir), safety_steps=3, final=False)
     other_lr.noisy_train.lr = 2e-3
     with pytest.raises(ConfigError, match="changed: noisy_train"):  # M1 itself: only --force
         run_forgetfilter(noisy, other_safe, run_dir, other_lr)
-    with pytest.raises(ConfigError, match="changed: noisy file"):
+    with pytest.raises(ConfigError, match="changed: normalise, noisy file"):
         run_forgetfilter(other_safe, other_safe, run_dir, longer)
 
 
@@ -292,7 +314,7 @@ def test_the_same_input_files_by_another_path_continue_the_run(
     assert weights.stat().st_mtime_ns == stamp
     assert io.read_json(config)["config"]["model"] == os.path.abspath(micro_model_dir)
     io.write_jsonl(noisy, io.read_jsonl(noisy)[1:])
-    with pytest.raises(ConfigError, match="changed: noisy file"):
+    with pytest.raises(ConfigError, match="changed: normalise, noisy file"):
         run_forgetfilter(noisy, safe, tmp_path / "run", cfg)
 
 

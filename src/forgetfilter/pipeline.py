@@ -4,7 +4,8 @@ Stages, each writing its result under the run directory:
 
 1. ``inputs``        read and validate the noisy and safe files (counts of rejected lines)
    ``scores_m0``     (loss signal) response NLL of every noisy example on M0: the reference of
-                     `learning` (part of the default score, `relative+learning`)
+                     `learning` and M0's `surprise` (parts of the default scores,
+                     `relative+learning` for tiny, `relative+surprise` for pretrained models)
 2. ``m1``            finetune M0 on the noisy data -> M1
 3. ``scores_before`` score every noisy example on M1
 4. ``m2``            finetune M1 for a few steps on the safe data -> M2 (optionally scoring a curve)
@@ -73,8 +74,10 @@ class RunConfig:
         normalise: the filter's score, a recipe of `recipes.RECIPES`: `none` (plain difference),
             `relative` (relative to the score before: the paper's forgetting), `relative+static`,
             `relative+learning` (mean rank of relative forgetting and of learning over M0; loss
-            signal only) or `reversion` (the share of what was learned that was undone). None =
-            the preset's `loss_recipe` for the loss signal (`relative` for pretrained models,
+            signal only), `relative+surprise` (mean rank of relative forgetting and of M0's NLL
+            of the response; loss signal only) or `reversion` (the share of what was learned
+            that was undone). None =
+            the preset's `loss_recipe` for the loss signal (`relative+surprise` for pretrained models,
             `relative+learning` for the built-in `tiny`; with `screen_model`, the screen model's),
             `relative` for rouge.
         safety_steps: optimizer steps of safety finetuning (M1 -> M2); None = one epoch of the safe set.
@@ -974,7 +977,7 @@ def filter_stage(
 
     `before`, `after` and `reference` are the scores on M1, M2 and M0, each None when the filter
     did not need that model (`needed`). `reference` is recorded in scores.jsonl and enters the
-    score only with `relative+learning`.
+    score only with the recipes that read it (`relative+learning`, `relative+surprise`, `reversion`).
     """
     path = run_dir / "filter.json"
     if path.exists() and (run_dir / "removed.jsonl").exists():
@@ -1103,12 +1106,14 @@ class Preset:
 #: The built-in `tiny` model (a few million parameters) is finetuned fully: LoRA r=8 barely
 #: learns the unsafe examples at that size.
 #: Its score adds learning over M0 to forgetting: on tiny the unsafe examples are learned faster
-#: than the task data; on SmolLM2-135M-Instruct they are learned slower, and forgetting alone
-#: (the paper's score) ranks best (README, "Results").
+#: than the task data; on the pretrained models measured they are not (README, "Results").
 TINY_PRESET = Preset("tiny", "full", 5e-4, 5.0, 5e-4, 256, loss_recipe="relative+learning")
-#: Hugging Face models: the paper's settings (LoRA r=8, alpha=16, dropout 0.05, lr 2e-4) and
-#: its score, relative forgetting.
-PAPER_PRESET = Preset("paper", "lora", 2e-4, 3.0, 2e-4, 512)
+#: Hugging Face models: the paper's settings (LoRA r=8, alpha=16, dropout 0.05, lr 2e-4). Its
+#: score, relative forgetting, is averaged in rank with how unlikely the aligned M0 finds each
+#: answer: both read the answer's conflict with M0's alignment, and together they ranked better
+#: than forgetting alone on every aligned model measured (README, "M0's surprise"). `relative`
+#: is the paper's score by name.
+PAPER_PRESET = Preset("paper", "lora", 2e-4, 3.0, 2e-4, 512, loss_recipe="relative+surprise")
 
 
 def preset_for(model: str) -> Preset:

@@ -118,6 +118,15 @@ def static(t: ScoreTable) -> np.ndarray:
     return -m1 if t.kind == "nll" else m1
 
 
+def surprise(t: ScoreTable) -> np.ndarray:
+    """How unlikely the aligned model M0 finds each response: its NLL on M0 (NLL-like signal).
+
+    An answer at odds with M0's alignment is one M0 would not give; so is any answer in a style M0
+    does not write (terse extractive answers, say), which is why it is paired with forgetting.
+    """
+    return np.asarray(t.m0, float)
+
+
 def learning(reference: np.ndarray, before: np.ndarray) -> np.ndarray:
     """How much noisy finetuning raised each response's likelihood over the aligned model M0.
 
@@ -140,8 +149,14 @@ def reversion(t: ScoreTable) -> np.ndarray:
 
 
 def mean_rank(*scores: np.ndarray) -> np.ndarray:
-    """Mean of the (0, 1]-scaled ranks of several scores of the same examples."""
-    return np.mean([_ranks(np.asarray(s, float)) for s in scores], axis=0)
+    """Mean of the (0, 1]-scaled ranks of several scores of the same examples.
+
+    Equal means are ordered by the first score (a shift smaller than any gap between unequal
+    means), so a cut by count removes the count asked for unless the first score ties too.
+    """
+    ranks = [_ranks(np.asarray(s, float)) for s in scores]
+    n = max(len(ranks[0]), 1)
+    return np.mean(ranks, axis=0) + ranks[0] / (len(ranks) * n * (n + 1))
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -168,6 +183,17 @@ register(
         "relative+learning",
         lambda t: mean_rank(relative(t), learning(t.m0, t.m1)),
         "mean rank of relative forgetting and of learning over M0 (1 - NLL_M1/NLL_M0)",
+        needs=("m0",),
+        kinds=("nll",),
+        scaled=False,
+        count_with="relative",
+    )
+)
+register(
+    Recipe(
+        "relative+surprise",
+        lambda t: mean_rank(relative(t), surprise(t)),
+        "mean rank of relative forgetting and of the aligned model's NLL of the response (M0's surprise)",
         needs=("m0",),
         kinds=("nll",),
         scaled=False,

@@ -488,6 +488,7 @@ SCORE_LABELS = {
     "relative": "forgetting score (relative increase M1 -> M2)",
     "none": "forgetting score (increase M1 -> M2)",
     "relative+static": "filter score: mean rank of relative forgetting and low NLL under M1",
+    "relative+surprise": "filter score: mean rank of relative forgetting and high NLL under M0",
 }
 
 
@@ -508,6 +509,7 @@ def _filter_text(summary: Mapping[str, Any]) -> str:
 BASELINE_RANKINGS = {
     "forgetting_relative": "forgetting alone (relative)",
     "learning": "learning vs M0 (1 - NLL_M1/NLL_M0)",
+    "surprise": "M0's surprise (NLL under M0)",
     "static_baseline": "static (fit under M1: low NLL or high ROUGE)",
 }
 

@@ -176,7 +176,7 @@ def label_quality(records: list[dict], rows: list[dict], signal: str = "loss") -
     M1 learned each example, no safety step), the other forgetting normalisations, the
     forgetting-curve area when it was recorded, and with M0 scores (loss signal) `learning`, the
     share of M0's NLL that noisy finetuning removed (1 - NLL_M1 / NLL_M0, no safety step), and
-    `forgetting_relative+learning`, the mean of the ranks of relative forgetting and learning.
+    `surprise`, M0's NLL of the response (no finetune at all).
     """
     from .metrics import filter_quality
 
@@ -216,4 +216,5 @@ def _rankings(rows: list[dict], signal: str) -> dict[str, np.ndarray]:
         rankings["curve_auc"] = np.array([r["curve_auc"] for r in rows])
     if m0 is not None:
         rankings["learning"] = learning(m0, before)
+        rankings["surprise"] = m0
     return rankings
