@@ -55,6 +55,7 @@ from forgetfilter.recipes import (
     mean_rank,
     score_and_count,
     static,
+    surprise,
 )
 from forgetfilter.records import Example, conversation
 from forgetfilter.signals import kind_of
@@ -172,7 +173,7 @@ def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: 
             scores[f"forgetting_{name}"] = apply(name, table)
     if m0 is not None:
         scores["learning"] = learning(m0, before)
-        scores["surprise"] = m0  # the aligned model's NLL of the answer: no finetune needed
+        scores["surprise"] = surprise(table)  # M0's NLL of the answer: no finetune needed
     examples, _ = read_examples(noisy)
     by_id = {ex.id: ex for ex in examples}
     scored = [by_id[r["id"]] for r in rows]

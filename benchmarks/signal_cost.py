@@ -31,6 +31,7 @@ from pathlib import Path
 import _common as C  # noqa: N812
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from forgetfilter import inference, recipes, signals
 from forgetfilter.batching import encode_example
@@ -387,7 +388,7 @@ def merge_precision_rows(run_dir: Path, records, args) -> list[dict]:
     for name, merged in (("bf16, adapter apart", False), ("bf16, adapter merged", True)):
         f = forgetting("bf16", merged)
         corr = float(np.corrcoef(ref, f)[0, 1])
-        rank = float(np.corrcoef(np.argsort(np.argsort(ref)), np.argsort(np.argsort(f)))[0, 1])
+        rank = float(spearmanr(ref, f).statistic)
         rows.append(
             {
                 "scoring": name,

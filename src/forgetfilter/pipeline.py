@@ -1111,8 +1111,8 @@ TINY_PRESET = Preset("tiny", "full", 5e-4, 5.0, 5e-4, 256, loss_recipe="relative
 #: Hugging Face models: the paper's settings (LoRA r=8, alpha=16, dropout 0.05, lr 2e-4). Its
 #: score, relative forgetting, is averaged in rank with how unlikely the aligned M0 finds each
 #: answer: both read the answer's conflict with M0's alignment, and together they ranked better
-#: than forgetting alone on every aligned model measured (README, "M0's surprise"). `relative`
-#: is the paper's score by name.
+#: than forgetting alone on most runs measured, not at the top of the ranking where forgetting
+#: alone is sharp (README, "M0's surprise"). `relative` is the paper's score by name.
 PAPER_PRESET = Preset("paper", "lora", 2e-4, 3.0, 2e-4, 512, loss_recipe="relative+surprise")
 
 

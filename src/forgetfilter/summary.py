@@ -15,7 +15,7 @@ import numpy as np
 
 from . import io, share
 from .models import describe
-from .recipes import RECIPES, ScoreTable, forgetting, learning
+from .recipes import RECIPES, ScoreTable, forgetting, learning, surprise
 from .recipes import static as static_fit
 from .signals import kind_of
 from .thresholds import ThresholdChoice
@@ -216,5 +216,5 @@ def _rankings(rows: list[dict], signal: str) -> dict[str, np.ndarray]:
         rankings["curve_auc"] = np.array([r["curve_auc"] for r in rows])
     if m0 is not None:
         rankings["learning"] = learning(m0, before)
-        rankings["surprise"] = m0
+        rankings["surprise"] = surprise(ScoreTable(signal, before, after, m0))
     return rankings
