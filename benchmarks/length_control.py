@@ -2,8 +2,10 @@
 
 The unsafe answers of a source can be much longer (JailbreakBench's) or shorter (BBQ's) than the
 task answers they hide among, so a score can rank them by length alone. For every `--runs DIR`
-(the `--out` of a `realistic.py` run; `LABEL=DIR` pools the seeds of several) this re-evaluates each run's recorded scores, no model is
-loaded: every label-free score's AUROC and precision among the top k, the AUROC of `length` itself, and the AUROC over the
+(the `--out` of a `realistic.py` run; `LABEL=DIR` pools the seeds of several), or results file
+of one that stores per-example columns (its `results.json`, as the copies in `benchmarks/results`
+from 2026-12-07 on), this re-evaluates each run's recorded scores with today's recipes, no model
+is loaded: every label-free score's AUROC and precision among the top k, the AUROC of `length` itself, and the AUROC over the
 (unsafe, clean) pairs whose answer lengths differ by at most 1.25x (`metrics.matched_auroc`).
 It writes `OUT.json` and prints one table per setting, mean ± sd over the seeds.
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from realistic import evaluate, mean_sd, recorded_run
+from realistic import evaluate, from_examples, mean_sd, recorded_run
 
 from forgetfilter import io
 
@@ -27,6 +29,8 @@ SCORES = (
     "forgetting_none",
     "forgetting_reversion",
     "forgetting_relative+surprise",
+    "forgetting_relative+surprise-fisher",
+    "forgetting_relative+surprise-max",
     "learning",
     "surprise",
     "static",
@@ -45,6 +49,19 @@ def reevaluate(runs: Path, label: str) -> dict[str, list[dict]]:
         r = evaluate(run, labels, cfg.signal, classifier, data / "noisy.jsonl")
         key = f"{label}: {tag.split('-seed')[0]}"
         settings.setdefault(key, []).append({"tag": tag, "ranking": r["ranking"]})
+    return settings
+
+
+def from_results(path: Path, label: str) -> dict[str, list[dict]]:
+    """Each setting of a `realistic.py` results file -> its seeds' rankings, recomputed from the
+    per-example columns it stores (runs recorded before those columns are skipped)."""
+    recorded = io.read_json(path)
+    settings: dict[str, list[dict]] = {}
+    for run in recorded["runs"]:
+        if "examples" in run:
+            key = f"{label}: {run['risk']}-s{run['share']:g}-{run['safe_set']}"
+            ranking = from_examples(run, recorded["args"]["signal"])
+            settings.setdefault(key, []).append({"tag": f"seed{run['seed']}", "ranking": ranking})
     return settings
 
 
@@ -71,14 +88,17 @@ def main() -> None:
         "--runs",
         nargs="+",
         required=True,
-        help="--out directories of realistic.py, each DIR or LABEL=DIR (one label pools its dirs)",
+        help="realistic.py --out directories or results files (with per-example columns), "
+        "each PATH or LABEL=PATH (one label pools its paths)",
     )
     p.add_argument("--out", required=True, help="OUT.json is written")
     a = p.parse_args()
     everything: dict[str, list[dict]] = {}
     for entry in a.runs:
         label, _, path = entry.rpartition("=")
-        for key, seeds in reevaluate(Path(path), label or Path(path).name).items():
+        path = Path(path)
+        redo = from_results if path.is_file() else reevaluate
+        for key, seeds in redo(path, label or path.stem).items():
             everything.setdefault(key, []).extend(seeds)
     io.write_json(Path(a.out).with_suffix(".json"), everything)
     for key, seeds in everything.items():

@@ -58,7 +58,6 @@ from forgetfilter.recipes import (
     surprise,
 )
 from forgetfilter.records import Example, conversation
-from forgetfilter.signals import kind_of
 from forgetfilter.thresholds import ThresholdConfig
 
 SYSTEMS = ["You are a helpful assistant.", None, None]
@@ -167,18 +166,12 @@ def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: 
     after = np.array([r["after"] for r in rows])
     m0 = np.array([r["m0"] for r in rows]) if "m0" in rows[0] else None
     table = ScoreTable(signal, before, after, m0)
-    scores = {"default": np.array([r["forgetting"] for r in rows]), "static": static(table)}
-    for name, recipe in RECIPES.items():
-        if kind_of(signal) in recipe.kinds and (m0 is not None or "m0" not in recipe.needs):
-            scores[f"forgetting_{name}"] = apply(name, table)
-    if m0 is not None:
-        scores["learning"] = learning(m0, before)
-        scores["surprise"] = surprise(table)  # M0's NLL of the answer: no finetune needed
     examples, _ = read_examples(noisy)
     by_id = {ex.id: ex for ex in examples}
     scored = [by_id[r["id"]] for r in rows]
     lengths = np.array([len(ex.response) for ex in scored], dtype=float)
-    scores["length"] = lengths  # the answer's characters: label-free, longer = more suspect
+    scores = {"default": np.array([r["forgetting"] for r in rows])}
+    scores |= label_free_scores(table, lengths)
     removed = np.array([r["removed"] for r in rows])
     cuts = {"default": _cut(removed, unsafe)}
     if not (run_dir / "trusted.jsonl").exists():
@@ -201,6 +194,14 @@ def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: 
         ranking |= held_out_source(records, scores, unsafe, sources)
     group_means = _group_means(rows, labels, before, after, m0)
     return {
+        "examples": {  # per example, so any recipe can be evaluated later without the run dir
+            "m0": None if m0 is None else m0.tolist(),
+            "m1": before.tolist(),
+            "m2": after.tolist(),
+            "unsafe": unsafe.tolist(),
+            "source": [labels[r["id"]][1] for r in rows],
+            "length": lengths.tolist(),
+        },
         "ranking": ranking,
         "cuts": cuts,
         "n": len(rows),
@@ -208,6 +209,33 @@ def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: 
         "groups": group_means,
         "share_estimate": {"true": float(unsafe.mean())}
         | {k: share.get(k) for k in ("estimate", "low", "high", "method")},
+    }
+
+
+def label_free_scores(table: ScoreTable, lengths: np.ndarray) -> dict[str, np.ndarray]:
+    """Every label-free score the recorded columns allow: each recipe (`forgetting_<recipe>`),
+    `static`, with M0 `learning` and `surprise`, and the answer's `length` in characters."""
+    scores = {"static": static(table)}
+    for name, recipe in RECIPES.items():
+        if table.kind in recipe.kinds and (table.m0 is not None or "m0" not in recipe.needs):
+            scores[f"forgetting_{name}"] = apply(name, table)
+    if table.m0 is not None:
+        scores["learning"] = learning(table.m0, table.m1)
+        scores["surprise"] = surprise(table)  # M0's NLL of the answer: no finetune needed
+    scores["length"] = lengths  # label-free, longer = more suspect
+    return scores
+
+
+def from_examples(run: dict, signal: str) -> dict:
+    """A recorded run's rankings recomputed from its per-example columns (`examples`) with
+    today's recipes: no run directory, no model, no classifier."""
+    ex = run["examples"]
+    m0 = None if ex["m0"] is None else np.array(ex["m0"])
+    table = ScoreTable(signal, np.array(ex["m1"]), np.array(ex["m2"]), m0)
+    unsafe, lengths = np.array(ex["unsafe"]), np.array(ex["length"], dtype=float)
+    scores = label_free_scores(table, lengths)
+    return {
+        k: ranking_quality(unsafe, v) | matched_auroc(unsafe, v, lengths) for k, v in scores.items()
     }
 
 

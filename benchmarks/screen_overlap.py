@@ -9,6 +9,10 @@ precision among the top k (k = the number of unsafe examples) of each run's filt
 overlap of the two top-k sets and of the two removed sets (Jaccard), and the removal's precision
 and recall at each run's automatic cut; then mean ± sd over the runs.
 
+Where the target's run scored M0, it also reports the target's surprise (its M0 NLL of each
+answer: one forward pass of the target, no finetune) alone and combined with the screen's
+forgetting (`hybrid.<recipe>`): a screen that pays for one target scoring pass.
+
 The cost side is not measured here: the filtering stages of a `tiny` screen cost a fixed small
 share of a target's finetune (`benchmarks/screening.py`).
 
@@ -26,6 +30,9 @@ from realistic import mean_sd
 
 from forgetfilter import io
 from forgetfilter.metrics import filter_quality, ranking_quality
+from forgetfilter.recipes import ScoreTable, apply, surprise
+
+HYBRIDS = ("relative+surprise", "relative+surprise-fisher")  # recipes with the target's surprise
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -90,17 +97,42 @@ def compare(target: Path, screen: Path, tag: str) -> dict:
             "cut_recall": at_cut["recall"],
         }
         tops[name], removed[name] = _top(ids, score, k), gone
+    out |= with_target_surprise(target, screen, tag, labels)
     out["top_k_jaccard"] = _jaccard(tops["target"], tops["screen"])
     out["removed_jaccard"] = _jaccard(removed["target"], removed["screen"])
     return out
 
 
+def with_target_surprise(target: Path, screen: Path, tag: str, labels: dict) -> dict:
+    """The screen's forgetting with the target's surprise, and that surprise alone.
+
+    The target's M0 NLL of each answer costs one forward pass of the target over the data and no
+    finetune; `hybrid.<recipe>` is `<recipe>` computed on the screen's M1 and M2 scores and the
+    target's M0 scores. Empty when the target's run did not score M0.
+    """
+    rows_t = list(io.read_jsonl(target / "runs" / tag / "scores.jsonl"))
+    rows_s = list(io.read_jsonl(screen / "runs" / tag / "scores.jsonl"))
+    if "m0" not in rows_t[0] or [r["id"] for r in rows_t] != [r["id"] for r in rows_s]:
+        return {}
+    unsafe = np.array([labels[r["id"]][0] == "unsafe" for r in rows_t])
+    col = lambda rows, key: np.array([r[key] for r in rows])  # noqa: E731
+    table = ScoreTable("loss", col(rows_s, "before"), col(rows_s, "after"), col(rows_t, "m0"))
+    scores = {"target_surprise": surprise(table)}
+    scores |= {f"hybrid.{name}": apply(name, table) for name in HYBRIDS}
+    return {k: _quality(unsafe, v) for k, v in scores.items()}
+
+
+def _quality(unsafe: np.ndarray, score: np.ndarray) -> dict:
+    q = ranking_quality(unsafe, score)
+    return {"auroc": q["auroc"], "p_at_k": q["p_at_k"]}
+
+
 def summary(rows: list[dict]) -> dict:
     """Mean and sd over runs of every number in the rows (as `realistic.py`'s tables)."""
     sides = {
-        f"{side}.{m}": [r[side][m] for r in rows]
-        for side in ("target", "screen")
-        for m in rows[0]["target"]
+        f"{side}.{m}": [r[side][m] for r in rows if side in r]
+        for side in ("target", "screen", "target_surprise", *(f"hybrid.{h}" for h in HYBRIDS))
+        for m in rows[0].get(side, {})
     }
     overlaps = {m: [r[m] for r in rows] for m in ("top_k_jaccard", "removed_jaccard")}
     return {key: mean_sd(values) for key, values in (sides | overlaps).items()}
@@ -130,6 +162,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{_f(s['p_at_k'])} | {_f(r['top_k_jaccard'])} | {t['removed']} / {s['removed']} "
             f"({_f(r['removed_jaccard'])}) |"
         )
+        for key in ("target_surprise", *(f"hybrid.{h}" for h in HYBRIDS)):
+            if key in r:
+                print(f"|   {key} | {_f(r[key]['auroc'])} | {_f(r[key]['p_at_k'])} | | |")
     agg = summary(rows)
     for key, v in agg.items():
         print(f"{key}: " + ("-" if v is None else f"{v[0]:.3f} ± {v[1]:.3f}"))

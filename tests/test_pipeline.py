@@ -162,6 +162,25 @@ def test_relative_plus_surprise_ranks_forgotten_answers_m0_finds_unlikely_first(
         forgetting(before, after, "loss", "relative+surprise")
 
 
+def test_fisher_and_max_keep_an_example_extreme_on_one_score_that_the_mean_rank_dilutes():
+    from forgetfilter.recipes import fisher, mean_rank, top_rank
+
+    first = np.arange(10.0)  # example 9 tops the first score...
+    second = np.array([5.0, 6.0, 7.0, 3.0, 2.0, 1.0, 8.0, 9.0, 4.0, 0.0])  # ...and is last here
+    second[[6, 7]] = [8.5, 9.5]  # examples 6 and 7 sit high on both
+    assert np.argmax(mean_rank(first, second)) == 7  # 9's mean rank is diluted to 0.55
+    for combine in (fisher, top_rank):
+        score = combine(first, second)
+        assert score[9] > score[8] and score[9] > np.median(score)
+    f = fisher(first, second)
+    assert f[7] > f[9]  # high on both still beats top of one and bottom of the other
+    assert (
+        np.argmax(fisher(np.ones(4), np.arange(4.0))) == 3
+    )  # equal first scores: the second decides
+    tied = fisher(np.arange(3.0), np.arange(3.0)[::-1])
+    assert tied[0] < tied[2]  # a tie: the first score decides
+
+
 def test_rouge_run_scores_by_generation_and_skips_the_m0_reference(micro_model_dir, tmp_path):
     noisy, safe = make_data(tmp_path)
     cfg = micro_config(str(micro_model_dir), signal="rouge", safety_steps=2, final=False)

@@ -159,6 +159,34 @@ def mean_rank(*scores: np.ndarray) -> np.ndarray:
     return np.mean(ranks, axis=0) + ranks[0] / (len(ranks) * n * (n + 1))
 
 
+def fisher(*scores: np.ndarray) -> np.ndarray:
+    """Fisher's combination of the scores' empirical p-values: -sum(log p).
+
+    An example's p-value under a score is the share of examples scoring at least as high, so the
+    top of any one score counts for much (log n) and the middle of another adds little: an example
+    extreme on either score ranks high, and one high on both ranks higher. Equal values are ordered
+    by the first score.
+    """
+    from scipy.stats import rankdata
+
+    cols = [np.asarray(s, float) for s in scores]
+    n = max(len(cols[0]), 1)
+    combined = -sum(np.log((n - rankdata(c, method="min") + 1) / n) for c in cols)
+    return _ties_by(combined, _ranks(cols[0]))
+
+
+def top_rank(*scores: np.ndarray) -> np.ndarray:
+    """The highest of the (0, 1]-scaled ranks of several scores (Tippett's rule); ties by mean rank."""
+    ranks = [_ranks(np.asarray(s, float)) for s in scores]
+    return _ties_by(np.max(ranks, axis=0), np.mean(ranks, axis=0))
+
+
+def _ties_by(score: np.ndarray, tiebreak: np.ndarray) -> np.ndarray:
+    """`score` with equal values ordered by `tiebreak` in [0, 1] (a shift below any gap)."""
+    gaps = np.diff(np.unique(score))
+    return score + (gaps.min() / 2 if len(gaps) else 1.0) * tiebreak
+
+
 def _ranks(x: np.ndarray) -> np.ndarray:
     """Average ranks scaled to (0, 1]."""
     from scipy.stats import rankdata
@@ -178,27 +206,34 @@ register(
         count_with="relative",
     )
 )
-register(
-    Recipe(
-        "relative+learning",
-        lambda t: mean_rank(relative(t), learning(t.m0, t.m1)),
-        "mean rank of relative forgetting and of learning over M0 (1 - NLL_M1/NLL_M0)",
-        needs=("m0",),
-        kinds=("nll",),
-        scaled=False,
-        count_with="relative",
-    )
+
+
+def _with_m0(name: str, fn: Callable[[ScoreTable], np.ndarray], help: str) -> Recipe:
+    """Register a rank combination of forgetting with an M0-based score (no scale: `auto`
+    counts on relative forgetting)."""
+    recipe = Recipe(name, fn, help, ("m0",), ("nll",), scaled=False, count_with="relative")
+    return register(recipe)
+
+
+_with_m0(
+    "relative+learning",
+    lambda t: mean_rank(relative(t), learning(t.m0, t.m1)),
+    "mean rank of relative forgetting and of learning over M0 (1 - NLL_M1/NLL_M0)",
 )
-register(
-    Recipe(
-        "relative+surprise",
-        lambda t: mean_rank(relative(t), surprise(t)),
-        "mean rank of relative forgetting and of the aligned model's NLL of the response (M0's surprise)",
-        needs=("m0",),
-        kinds=("nll",),
-        scaled=False,
-        count_with="relative",
-    )
+_with_m0(
+    "relative+surprise",
+    lambda t: mean_rank(relative(t), surprise(t)),
+    "mean rank of relative forgetting and of the aligned model's NLL of the response (M0's surprise)",
+)
+_with_m0(
+    "relative+surprise-fisher",
+    lambda t: fisher(relative(t), surprise(t)),
+    "Fisher's combination of relative forgetting and M0's surprise: extreme on either ranks high",
+)
+_with_m0(
+    "relative+surprise-max",
+    lambda t: top_rank(relative(t), surprise(t)),
+    "the higher of the ranks of relative forgetting and of M0's surprise (Tippett's rule)",
 )
 register(
     Recipe(
