@@ -174,9 +174,8 @@ def test_fisher_and_max_keep_an_example_extreme_on_one_score_that_the_mean_rank_
         assert score[9] > score[8] and score[9] > np.median(score)
     f = fisher(first, second)
     assert f[7] > f[9]  # high on both still beats top of one and bottom of the other
-    assert (
-        np.argmax(fisher(np.ones(4), np.arange(4.0))) == 3
-    )  # equal first scores: the second decides
+    # equal first scores: the second decides
+    assert np.argmax(fisher(np.ones(4), np.arange(4.0))) == 3
     tied = fisher(np.arange(3.0), np.arange(3.0)[::-1])
     assert tied[0] < tied[2]  # a tie: the first score decides
 
