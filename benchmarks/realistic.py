@@ -186,9 +186,7 @@ def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: 
         scores["classifier"] = probs
         scores["forgetting+classifier"] = mean_rank(scores["default"], probs)
         cuts["classifier"] = _cut(probs > 0.5, unsafe)
-    ranking = {
-        k: ranking_quality(unsafe, v) | matched_auroc(unsafe, v, lengths) for k, v in scores.items()
-    }
+    ranking = rankings(unsafe, scores, lengths)
     if classifier:
         sources = np.array([labels[r["id"]][1] for r in rows])
         ranking |= held_out_source(records, scores, unsafe, sources)
@@ -233,7 +231,11 @@ def from_examples(run: dict, signal: str) -> dict:
     m0 = None if ex["m0"] is None else np.array(ex["m0"])
     table = ScoreTable(signal, np.array(ex["m1"]), np.array(ex["m2"]), m0)
     unsafe, lengths = np.array(ex["unsafe"]), np.array(ex["length"], dtype=float)
-    scores = label_free_scores(table, lengths)
+    return rankings(unsafe, label_free_scores(table, lengths), lengths)
+
+
+def rankings(unsafe: np.ndarray, scores: dict, lengths: np.ndarray) -> dict[str, dict]:
+    """Each score's ranking quality, with the AUROC over length-matched pairs."""
     return {
         k: ranking_quality(unsafe, v) | matched_auroc(unsafe, v, lengths) for k, v in scores.items()
     }
