@@ -1,0 +1,133 @@
+"""M0's surprise beyond what M0 itself expects: the Fast-DetectGPT criterion under M0 (issue 17).
+
+M0's surprise (its mean NLL of an answer) is as high for an answer where M0 is merely unsure (a
+terse extractive answer: many are possible) as for one that conflicts with the aligned model.
+This benchmark scores each noisy answer on M0 once, with per token t the NLL of the answer's
+token, the entropy H_t of M0's next-token distribution and the variance V_t of -log p under it,
+and ranks by
+
+    z = sum_t (NLL_t - H_t) / sqrt(sum_t V_t)
+
+(the analytic criterion of Bao et al., "Fast-DetectGPT", 2024, with the sign turned so that high
+= unlike what M0 would write), alone and combined with relative forgetting by mean rank; also
+the mean excess per token, sum_t (NLL_t - H_t) / n. Labels only rank the scores.
+
+Input: `realistic.py` results files with per-example columns (`examples`); each mixture is
+rebuilt from its arguments and seed, and the rebuilt M0 NLLs must equal the recorded ones.
+
+    python benchmarks/excess_surprise.py --runs smol_tox=extremes_smol_tox.json \
+        --data /tmp/es_data --out /tmp/es.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+from realistic import build_data, rankings, run_config, run_tag
+
+from forgetfilter import inference, io, signals
+from forgetfilter.models import load_model
+from forgetfilter.readers import read_examples
+from forgetfilter.recipes import ScoreTable, apply, mean_rank
+
+
+def token_stats(logits: torch.Tensor, labels: torch.Tensor, reduce) -> torch.Tensor:
+    """Per row: [mean NLL, z, mean excess] over the positions with a label (`_token_nll`'s
+    signature, so `response_nll` runs unchanged; `reduce` is ignored)."""
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    mask = labels.ne(inference.IGNORE_INDEX)
+    out = []
+    for row in range(logits.shape[0]):  # one row at a time: [length, vocab] stays small
+        m = mask[row]
+        logp = torch.log_softmax(logits[row][m], dim=-1)
+        nll = -logp.gather(1, labels[row][m][:, None]).squeeze(1)
+        p = logp.exp()
+        h = -(p * logp).sum(-1)
+        var = (p * logp.square()).sum(-1) - h.square()
+        n = max(int(m.sum()), 1)
+        excess = (nll - h).sum()
+        out.append([nll.sum() / n, excess / var.sum().clamp(min=1e-6).sqrt(), excess / n])
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def m0_stats(model, tokenizer, records, max_length: int, batch_size: int) -> np.ndarray:
+    """[n, 3]: mean NLL, z and mean excess of each answer on M0."""
+    kw = {"batch_size": batch_size, "max_length": max_length, "progress": False}
+    with mock.patch.object(inference, "_token_nll", token_stats):
+        return np.asarray(signals.score(model, tokenizer, records, "loss", **kw))
+
+
+def one_run(label: str, args: argparse.Namespace, run: dict, model_path: str | None, data: Path):
+    """Rebuild one recorded run's mixture, score M0 once and rank every score."""
+    tag = run_tag(args, run["risk"], run["share"], run["safe_set"], run["seed"])
+    noisy, _, labels = build_data(
+        run["risk"], args.n, run["share"], run["seed"], args.n_safe, run["safe_set"],
+        data / label / tag, getattr(args, "n_trusted", 0),
+        tuple(getattr(args, "unsafe_sources", []) or ()), getattr(args, "match_lengths", False),
+    )  # fmt: skip
+    records, _ = read_examples(noisy)
+    if model_path:
+        args.model = model_path
+    cfg = run_config(args, run["seed"])
+    ex = run["examples"]
+    lengths = np.array([len(r.response) for r in records], dtype=float)
+    if list(lengths) != list(ex["length"]):
+        raise SystemExit(f"{label}: the rebuilt mixture is not the recorded one (lengths differ)")
+    model, tokenizer = load_model(cfg.screener, dtype=cfg.noisy_train.dtype)
+    stats = m0_stats(model, tokenizer, records, cfg.noisy_train.max_length, args.score_batch_size)
+    given, m1, m2 = stats[:, 0], np.array(ex["m1"]), np.array(ex["m2"])
+    gap = float(np.max(np.abs(given - np.array(ex["m0"]))))
+    if gap > 1e-4:
+        raise SystemExit(f"{label}: rebuilt M0 NLLs differ from the recorded ones by {gap:.2g}")
+    table = ScoreTable("loss", m1, m2, given)
+    rel = apply("relative", table)
+    scores = {
+        "surprise": given,
+        "excess_z": stats[:, 1],
+        "excess_mean": stats[:, 2],
+        "relative": rel,
+        "relative+surprise": apply("relative+surprise", table),
+        "relative+excess": mean_rank(rel, stats[:, 1]),
+        "relative+excess_mean": mean_rank(rel, stats[:, 2]),
+    }
+    unsafe = np.array(ex["unsafe"])
+    group = np.array(["unsafe" if u else s for u, s in zip(unsafe, ex["source"], strict=True)])
+    return {
+        "label": label,
+        "tag": tag,
+        "ranking": rankings(unsafe, scores, lengths),
+        "group_means": {
+            k: {g: round(float(scores[k][group == g].mean()), 4) for g in sorted(set(group))}
+            for k in ("surprise", "excess_z", "excess_mean")
+        },
+        "examples": {"z": stats[:, 1].tolist(), "excess_mean": stats[:, 2].tolist()},
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--runs", nargs="+", required=True, help="LABEL=results.json of realistic.py")
+    p.add_argument("--model", default=None, help="M0's path, where it moved since the run")
+    p.add_argument("--data", required=True, help="where the mixtures are rebuilt")
+    p.add_argument("--out", required=True, help="a JSON file")
+    a = p.parse_args()
+    results = []
+    for spec in a.runs:
+        label, path = spec.split("=", 1)
+        recorded = io.read_json(Path(path))
+        args = argparse.Namespace(**recorded["args"])
+        for run in recorded["runs"]:
+            r = one_run(label, args, run, a.model, Path(a.data))
+            results.append(r)
+            print(label, r["tag"], json.dumps({k: round(v["auroc"], 3) for k, v in
+                                               r["ranking"].items()}), flush=True)  # fmt: skip
+            io.write_json(Path(a.out), {"runs": results})
+
+
+if __name__ == "__main__":
+    main()
