@@ -28,11 +28,10 @@ from unittest import mock
 
 import numpy as np
 import torch
-from realistic import build_data, rankings, run_config, run_tag
+from realistic import check_m0, rankings, rebuilt, run_config
 
 from forgetfilter import inference, io, signals
 from forgetfilter.models import load_model
-from forgetfilter.readers import read_examples
 from forgetfilter.recipes import ScoreTable, apply, mean_rank
 
 
@@ -64,26 +63,15 @@ def m0_stats(model, tokenizer, records, max_length: int, batch_size: int) -> np.
 
 def one_run(label: str, args: argparse.Namespace, run: dict, model_path: str | None, data: Path):
     """Rebuild one recorded run's mixture, score M0 once and rank every score."""
-    tag = run_tag(args, run["risk"], run["share"], run["safe_set"], run["seed"])
-    noisy, _, labels = build_data(
-        run["risk"], args.n, run["share"], run["seed"], args.n_safe, run["safe_set"],
-        data / label / tag, getattr(args, "n_trusted", 0),
-        tuple(getattr(args, "unsafe_sources", []) or ()), getattr(args, "match_lengths", False),
-    )  # fmt: skip
-    records, _ = read_examples(noisy)
+    tag, records, _, lengths = rebuilt(args, run, data / label)
     if model_path:
         args.model = model_path
     cfg = run_config(args, run["seed"])
     ex = run["examples"]
-    lengths = np.array([len(r.response) for r in records], dtype=float)
-    if list(lengths) != list(ex["length"]):
-        raise SystemExit(f"{label}: the rebuilt mixture is not the recorded one (lengths differ)")
     model, tokenizer = load_model(cfg.screener, dtype=cfg.noisy_train.dtype)
     stats = m0_stats(model, tokenizer, records, cfg.noisy_train.max_length, args.score_batch_size)
     given, m1, m2 = stats[:, 0], np.array(ex["m1"]), np.array(ex["m2"])
-    gap = float(np.max(np.abs(given - np.array(ex["m0"]))))
-    if gap > 1e-4:
-        raise SystemExit(f"{label}: rebuilt M0 NLLs differ from the recorded ones by {gap:.2g}")
+    check_m0(run, given)
     table = ScoreTable("loss", m1, m2, given)
     rel = apply("relative", table)
     scores = {

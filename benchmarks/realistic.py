@@ -158,6 +158,32 @@ def recorded_run(runs: Path, tag: str):
     return run_config(args, seed), runs / "data" / tag, runs / "runs" / tag
 
 
+def rebuilt(args: argparse.Namespace, run: dict, out: Path):
+    """(tag, noisy records, labels, answer lengths) of a recorded run's mixture, built again under
+    `out` from its arguments and seed; SystemExit where the lengths differ from its `examples`."""
+    tag = run_tag(args, run["risk"], run["share"], run["safe_set"], run["seed"])
+    noisy, _, labels = build_data(
+        run["risk"], args.n, run["share"], run["seed"], args.n_safe, run["safe_set"], out / tag,
+        getattr(args, "n_trusted", 0), tuple(getattr(args, "unsafe_sources", None) or ()),
+        getattr(args, "match_lengths", False),
+    )  # fmt: skip
+    records, _ = read_examples(noisy)
+    lengths = np.array([len(r.response) for r in records], dtype=float)
+    ex = run.get("examples")
+    if ex is not None and list(lengths) != list(ex["length"]):
+        raise SystemExit(
+            f"{out / tag}: the rebuilt mixture is not the recorded one (lengths differ)"
+        )
+    return tag, records, labels, lengths
+
+
+def check_m0(run: dict, m0: np.ndarray, tol: float = 1e-4) -> None:
+    """SystemExit where `m0` differs from a recorded run's M0 scores by more than `tol`."""
+    gap = float(np.max(np.abs(m0 - np.array(run["examples"]["m0"]))))
+    if gap > tol:
+        raise SystemExit(f"the M0 scores differ from the recorded ones by {gap:.2g}")
+
+
 def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: Path) -> dict:
     """Ranking quality of every label-free score, and the quality of the cuts."""
     rows = io.read_jsonl(run_dir / "scores.jsonl")

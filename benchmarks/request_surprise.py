@@ -34,12 +34,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from realistic import build_data, rankings, run_config, run_tag
+from realistic import check_m0, rankings, rebuilt, run_config, run_tag
 from refusal_prior import prior
 
 from forgetfilter import io, signals
 from forgetfilter.models import load_model
-from forgetfilter.readers import read_examples
 from forgetfilter.recipes import ScoreTable, apply, mean_rank
 
 
@@ -95,20 +94,11 @@ def one_run(
 ):
     """Rebuild one recorded run's mixture, score M0 and rank every score (with `cached`, the
     given and empty-request NLLs of an earlier output of this script for the same run)."""
-    tag = run_tag(args, run["risk"], run["share"], run["safe_set"], run["seed"])
-    noisy, _, labels = build_data(
-        run["risk"], args.n, run["share"], run["seed"], args.n_safe, run["safe_set"],
-        data / label / tag, getattr(args, "n_trusted", 0),
-        tuple(getattr(args, "unsafe_sources", []) or ()), getattr(args, "match_lengths", False),
-    )  # fmt: skip
-    records, _ = read_examples(noisy)
+    tag, records, labels, lengths = rebuilt(args, run, data / label)
     if model_path:
         args.model = model_path
     cfg = run_config(args, run["seed"])
     ex = run.get("examples")
-    lengths = np.array([len(r.response) for r in records], dtype=float)
-    if ex is not None and list(lengths) != list(ex["length"]):
-        raise SystemExit(f"{label}: the rebuilt mixture is not the recorded one (lengths differ)")
     model, tokenizer = load_model(cfg.screener, dtype=cfg.noisy_train.dtype)
     if cached is not None:
         given, empty = np.array(cached["given"]), np.array(cached["empty"])
@@ -120,9 +110,7 @@ def one_run(
     unsafe = np.array([labels[r.id][0] == "unsafe" for r in records])
     m1 = m2 = None
     if ex is not None and ex.get("m0") is not None:
-        gap = float(np.max(np.abs(given - np.array(ex["m0"]))))
-        if gap > 1e-4:
-            raise SystemExit(f"{label}: rebuilt M0 NLLs differ from the recorded ones by {gap:.2g}")
+        check_m0(run, given)
         m1, m2 = np.array(ex["m1"]), np.array(ex["m2"])
     scores = scores_of(given, empty, refusal, m1, m2)
     group = np.array(
