@@ -130,20 +130,21 @@ def one_run(
 
 
 def markdown(results: list[dict]) -> str:
-    """AUROC (lengths matched), P@k of each score, a row per run."""
-    keys = [k for k in results[0]["ranking"] if k not in ("ifd",)]
+    """AUROC (lengths matched), P@k of each score, a row per run ("-" where a run lacks it)."""
+    keys = list(dict.fromkeys(k for r in results for k in r["ranking"]))
     head = "| run | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys) + "\n"
     rows = []
     for r in results:
-        cells = []
-        for k in keys:
-            q = r["ranking"].get(k)
-            m = q.get("auroc_matched")
-            cells.append(
-                f"{q['auroc']:.3f} ({'-' if m is None else f'{m:.3f}'}), {q['p_at_k']:.2f}"
-            )
+        cells = [_cell(r["ranking"].get(k)) for k in keys]
         rows.append(f"| {r['label']} {r['tag']} | " + " | ".join(cells) + " |")
     return head + "\n".join(rows) + "\n"
+
+
+def _cell(q: dict | None) -> str:
+    if q is None:
+        return "-"
+    m = q.get("auroc_matched")
+    return f"{q['auroc']:.3f} ({'-' if m is None else f'{m:.3f}'}), {q['p_at_k']:.2f}"
 
 
 def main() -> None:
