@@ -22,15 +22,14 @@ rebuilt from its arguments and seed, and the rebuilt M0 NLLs must equal the reco
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import torch
-from realistic import check_m0, rankings, rebuilt, run_config
+from realistic import check_m0, keep, rankings, rebuilt, recorded_runs, run_config
 
-from forgetfilter import inference, io, signals
+from forgetfilter import inference, signals
 from forgetfilter.models import load_model
 from forgetfilter.recipes import ScoreTable, apply, mean_rank
 
@@ -104,17 +103,9 @@ def main() -> None:
     p.add_argument("--data", required=True, help="where the mixtures are rebuilt")
     p.add_argument("--out", required=True, help="a JSON file")
     a = p.parse_args()
-    results = []
-    for spec in a.runs:
-        label, path = spec.split("=", 1)
-        recorded = io.read_json(Path(path))
-        args = argparse.Namespace(**recorded["args"])
-        for run in recorded["runs"]:
-            r = one_run(label, args, run, a.model, Path(a.data))
-            results.append(r)
-            print(label, r["tag"], json.dumps({k: round(v["auroc"], 3) for k, v in
-                                               r["ranking"].items()}), flush=True)  # fmt: skip
-            io.write_json(Path(a.out), {"runs": results})
+    results: list[dict] = []
+    for label, args, run in recorded_runs(a.runs):
+        keep(results, one_run(label, args, run, a.model, Path(a.data)), Path(a.out))
 
 
 if __name__ == "__main__":

@@ -184,6 +184,27 @@ def check_m0(run: dict, m0: np.ndarray, tol: float = 1e-4) -> None:
         raise SystemExit(f"the M0 scores differ from the recorded ones by {gap:.2g}")
 
 
+def recorded_runs(specs: list[str], seeds: list[int] | None = None):
+    """(label, recorded arguments, run) of each run of `LABEL=results.json` specs; with `seeds`,
+    the first recorded run at those seeds instead, without its per-example columns."""
+    for spec in specs:
+        label, path = spec.split("=", 1)
+        recorded = io.read_json(Path(path))
+        runs = recorded["runs"]
+        if seeds is not None:
+            runs = [{**runs[0], "seed": s, "examples": None} for s in seeds]
+        for run in runs:
+            yield label, argparse.Namespace(**recorded["args"]), run
+
+
+def keep(results: list[dict], result: dict, out: Path, **extra) -> None:
+    """Add a rescored run's result, print its AUROCs and rewrite `out` with all so far."""
+    results.append(result)
+    aurocs = {k: round(v["auroc"], 3) for k, v in result["ranking"].items()}
+    print(result["label"], result["tag"], json.dumps(aurocs), flush=True)
+    io.write_json(out, {**extra, "runs": results})
+
+
 def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: Path) -> dict:
     """Ranking quality of every label-free score, and the quality of the cuts."""
     rows = io.read_jsonl(run_dir / "scores.jsonl")

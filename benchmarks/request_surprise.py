@@ -30,11 +30,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
-from realistic import check_m0, rankings, rebuilt, run_config, run_tag
+from realistic import check_m0, keep, rankings, rebuilt, recorded_runs, run_config, run_tag
 from refusal_prior import prior
 
 from forgetfilter import io, signals
@@ -159,22 +158,12 @@ def main() -> None:
     p.add_argument("--out", required=True, help="a JSON file (and a .md beside it)")
     a = p.parse_args()
     earlier = io.read_json(Path(a.cached))["runs"] if a.cached else []
-    results = []
-    for spec in a.runs:
-        label, path = spec.split("=", 1)
-        recorded = io.read_json(Path(path))
-        args = argparse.Namespace(**recorded["args"])
-        runs = recorded["runs"]
-        if a.seeds is not None:  # the recorded mixture at other seeds: M0 only
-            runs = [{**runs[0], "seed": s, "examples": None} for s in a.seeds]
-        for run in runs:
-            tag = run_tag(args, run["risk"], run["share"], run["safe_set"], run["seed"])
-            hit = [e["examples"] for e in earlier if (e["label"], e["tag"]) == (label, tag)]
-            r = one_run(label, args, run, a.model, Path(a.data), hit[0] if hit else None)
-            results.append(r)
-            print(label, r["tag"], json.dumps({k: round(v["auroc"], 3) for k, v in
-                                               r["ranking"].items()}), flush=True)  # fmt: skip
-            io.write_json(Path(a.out), {"runs": results})
+    results: list[dict] = []
+    for label, args, run in recorded_runs(a.runs, a.seeds):
+        tag = run_tag(args, run["risk"], run["share"], run["safe_set"], run["seed"])
+        hit = [e["examples"] for e in earlier if (e["label"], e["tag"]) == (label, tag)]
+        r = one_run(label, args, run, a.model, Path(a.data), hit[0] if hit else None)
+        keep(results, r, Path(a.out))
     Path(a.out).with_suffix(".md").write_text(markdown(results))
 
 

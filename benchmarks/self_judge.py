@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
-from realistic import check_m0, rankings, rebuilt, run_config
+from realistic import check_m0, keep, rankings, rebuilt, recorded_runs, run_config
 from request_surprise import markdown
 
-from forgetfilter import io, signals
+from forgetfilter import signals
 from forgetfilter.head_loss import keep_head
 from forgetfilter.inference import response_nll
 from forgetfilter.models import load_model
@@ -136,17 +135,10 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8, help="judge prompts per forward pass")
     p.add_argument("--out", required=True, help="a JSON file (and a .md beside it)")
     a = p.parse_args()
-    results = []
-    for spec in a.runs:
-        label, path = spec.split("=", 1)
-        recorded = io.read_json(Path(path))
-        args = argparse.Namespace(**recorded["args"])
-        for run in recorded["runs"]:
-            r = one_run(label, args, run, a.model, Path(a.data), a)
-            results.append(r)
-            print(label, r["tag"], json.dumps({k: round(v["auroc"], 3) for k, v in
-                                               r["ranking"].items()}), flush=True)  # fmt: skip
-            io.write_json(Path(a.out), {"judge": JUDGE, "runs": results})
+    results: list[dict] = []
+    for label, args, run in recorded_runs(a.runs):
+        r = one_run(label, args, run, a.model, Path(a.data), a)
+        keep(results, r, Path(a.out), judge=JUDGE)
     Path(a.out).with_suffix(".md").write_text(markdown(results))
 
 
