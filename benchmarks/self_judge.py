@@ -11,9 +11,10 @@ Also reported: `relative+judge` (mean rank with relative forgetting), `judge+sur
 recorded `relative+surprise` default beside them. The practitioners' filter is a guard model; a
 provider's aligned model is the one model a user of this tool is sure to have.
 
-Input: `realistic.py` results files with per-example columns (`examples`); each run's mixture is
-rebuilt from its recorded arguments and seed, and M0's answer NLLs are checked against the recorded
-ones before the judge is ranked beside the recorded M1 and M2 scores.
+Input: `realistic.py` results files. Each run's mixture is rebuilt from its recorded arguments and
+seed; where the file has per-example columns (`examples`), M0's answer NLLs are checked against
+the recorded ones and the judge is also ranked with the recorded M1 and M2 scores (otherwise M0's
+scores only).
 
     python benchmarks/self_judge.py --runs qwen_tox=extremes_qwen_tox.json \
         --model /tmp/qw/qwen05.gguf --data /tmp/judge_data --out /tmp/judge.json
@@ -100,19 +101,18 @@ def one_run(label: str, args: argparse.Namespace, run: dict, model_path, data: P
     model, tokenizer = load_model(cfg.screener, dtype=cfg.noisy_train.dtype)
     kw = {"batch_size": args.score_batch_size, "max_length": cfg.noisy_train.max_length}
     given = signals.score(model, tokenizer, records, "loss", progress=False, **kw)
-    check_m0(run, given)
     verdict = judge(model, tokenizer, records, a.judge_max_length, a.batch_size)
-    ex = run["examples"]
-    table = ScoreTable("loss", np.array(ex["m1"]), np.array(ex["m2"]), given)
-    rel = apply("relative", table)
-    scores = {
-        "relative+surprise": apply("relative+surprise", table),
-        "surprise": given,
-        "relative": rel,
-        "judge": verdict,
-        "relative+judge": mean_rank(rel, verdict),
-        "judge+surprise": mean_rank(verdict, given),
-    }
+    scores = {"surprise": given, "judge": verdict, "judge+surprise": mean_rank(verdict, given)}
+    ex = run.get("examples")
+    if ex is not None:  # a run with per-example columns: the forgetting combinations too
+        check_m0(run, given)
+        table = ScoreTable("loss", np.array(ex["m1"]), np.array(ex["m2"]), given)
+        rel = apply("relative", table)
+        scores |= {
+            "relative+surprise": apply("relative+surprise", table),
+            "relative": rel,
+            "relative+judge": mean_rank(rel, verdict),
+        }
     unsafe = np.array([labels[r.id][0] == "unsafe" for r in records])
     group = np.array(
         [("unsafe" if u else labels[r.id][1]) for r, u in zip(records, unsafe, strict=True)]
