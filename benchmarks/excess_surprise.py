@@ -27,11 +27,18 @@ from unittest import mock
 
 import numpy as np
 import torch
-from realistic import check_m0, keep, rankings, rebuilt, recorded_runs, run_config
+from realistic import (
+    keep,
+    rankings,
+    rebuilt_m0,
+    recorded_forgetting,
+    recorded_runs,
+    rescore_parser,
+    rescored_markdown,
+)
 
 from forgetfilter import inference, signals
-from forgetfilter.models import load_model
-from forgetfilter.recipes import ScoreTable, apply, mean_rank
+from forgetfilter.recipes import mean_rank
 
 
 def token_stats(logits: torch.Tensor, labels: torch.Tensor, reduce) -> torch.Tensor:
@@ -60,25 +67,20 @@ def m0_stats(model, tokenizer, records, max_length: int, batch_size: int) -> np.
         return np.asarray(signals.score(model, tokenizer, records, "loss", **kw))
 
 
-def one_run(label: str, args: argparse.Namespace, run: dict, model_path: str | None, data: Path):
+def one_run(label: str, args: argparse.Namespace, run: dict, a: argparse.Namespace) -> dict:
     """Rebuild one recorded run's mixture, score M0 once and rank every score."""
-    tag, records, _, lengths = rebuilt(args, run, data / label)
-    if model_path:
-        args.model = model_path
-    cfg = run_config(args, run["seed"])
-    ex = run["examples"]
-    model, tokenizer = load_model(cfg.screener, dtype=cfg.noisy_train.dtype)
+    tag, records, _, lengths, cfg, model, tokenizer = rebuilt_m0(
+        args, run, Path(a.data) / label, a.model
+    )
     stats = m0_stats(model, tokenizer, records, cfg.noisy_train.max_length, args.score_batch_size)
-    given, m1, m2 = stats[:, 0], np.array(ex["m1"]), np.array(ex["m2"])
-    check_m0(run, given)
-    table = ScoreTable("loss", m1, m2, given)
-    rel = apply("relative", table)
+    given, ex = stats[:, 0], run["examples"]
+    forgetting = recorded_forgetting(run, given)
+    rel = forgetting["relative"]
     scores = {
         "surprise": given,
         "excess_z": stats[:, 1],
         "excess_mean": stats[:, 2],
-        "relative": rel,
-        "relative+surprise": apply("relative+surprise", table),
+        **forgetting,
         "relative+excess": mean_rank(rel, stats[:, 1]),
         "relative+excess_mean": mean_rank(rel, stats[:, 2]),
     }
@@ -97,15 +99,11 @@ def one_run(label: str, args: argparse.Namespace, run: dict, model_path: str | N
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--runs", nargs="+", required=True, help="LABEL=results.json of realistic.py")
-    p.add_argument("--model", default=None, help="M0's path, where it moved since the run")
-    p.add_argument("--data", required=True, help="where the mixtures are rebuilt")
-    p.add_argument("--out", required=True, help="a JSON file")
-    a = p.parse_args()
+    a = rescore_parser(__doc__.split("\n")[0]).parse_args()
     results: list[dict] = []
     for label, args, run in recorded_runs(a.runs):
-        keep(results, one_run(label, args, run, a.model, Path(a.data)), Path(a.out))
+        keep(results, one_run(label, args, run, a), Path(a.out))
+    Path(a.out).with_suffix(".md").write_text(rescored_markdown(results))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from forgetfilter import io
 from forgetfilter.filters import cut_with
 from forgetfilter.metrics import filter_quality, matched_auroc, ranking_quality
 from forgetfilter.mixture import MixtureConfig, build_mixture
+from forgetfilter.models import load_model
 from forgetfilter.paths import data_dir
 from forgetfilter.pipeline import default_run_config, run_forgetfilter
 from forgetfilter.readers import read_examples
@@ -203,6 +204,59 @@ def keep(results: list[dict], result: dict, out: Path, **extra) -> None:
     aurocs = {k: round(v["auroc"], 3) for k, v in result["ranking"].items()}
     print(result["label"], result["tag"], json.dumps(aurocs), flush=True)
     io.write_json(out, {**extra, "runs": results})
+
+
+def rescore_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every script that rescores recorded runs takes."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--runs", nargs="+", required=True, help="LABEL=results.json of realistic.py")
+    p.add_argument("--model", default=None, help="M0's path, where it moved since the run")
+    p.add_argument("--data", required=True, help="where the mixtures are rebuilt")
+    p.add_argument("--out", required=True, help="a JSON file (and a .md beside it)")
+    return p
+
+
+def rebuilt_m0(args: argparse.Namespace, run: dict, data: Path, model_path: str | None):
+    """(tag, records, labels, lengths, RunConfig, M0, tokenizer) of a recorded run: its mixture
+    rebuilt under `data` (`rebuilt`) and its M0 loaded (from `model_path` where it moved)."""
+    tag, records, labels, lengths = rebuilt(args, run, data)
+    if model_path:
+        args.model = model_path
+    cfg = run_config(args, run["seed"])
+    model, tokenizer = load_model(cfg.screener, dtype=cfg.noisy_train.dtype)
+    return tag, records, labels, lengths, cfg, model, tokenizer
+
+
+def recorded_forgetting(run: dict, m0: np.ndarray) -> dict[str, np.ndarray]:
+    """`relative` and `relative+surprise` of a recorded run's M1 and M2 with `m0` (checked against
+    the recorded M0 scores); empty where the run kept no per-example columns."""
+    ex = run.get("examples")
+    if ex is None or ex.get("m0") is None:
+        return {}
+    check_m0(run, m0)
+    table = ScoreTable("loss", np.array(ex["m1"]), np.array(ex["m2"]), m0)
+    return {
+        "relative": apply("relative", table),
+        "relative+surprise": apply("relative+surprise", table),
+    }
+
+
+def rescored_markdown(results: list[dict]) -> str:
+    """AUROC (lengths matched), P@k of each score, a row per rescored run ("-" where it lacks one)."""
+    keys = list(dict.fromkeys(k for r in results for k in r["ranking"]))
+    head = "| run | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys) + "\n"
+    rows = []
+    for r in results:
+        cells = [_cell(r["ranking"].get(k)) for k in keys]
+        rows.append(f"| {r['label']} {r['tag']} | " + " | ".join(cells) + " |")
+    return head + "\n".join(rows) + "\n"
+
+
+def _cell(q: dict | None) -> str:
+    if q is None:
+        return "-"
+    m = q.get("auroc_matched")
+    return f"{q['auroc']:.3f} ({'-' if m is None else f'{m:.3f}'}), {q['p_at_k']:.2f}"
 
 
 def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: Path) -> dict:

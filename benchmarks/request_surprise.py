@@ -33,12 +33,20 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-from realistic import check_m0, keep, rankings, rebuilt, recorded_runs, run_config, run_tag
+from realistic import (
+    keep,
+    rankings,
+    rebuilt_m0,
+    recorded_forgetting,
+    recorded_runs,
+    rescore_parser,
+    rescored_markdown,
+    run_tag,
+)
 from refusal_prior import prior
 
 from forgetfilter import io, signals
-from forgetfilter.models import load_model
-from forgetfilter.recipes import ScoreTable, apply, mean_rank
+from forgetfilter.recipes import mean_rank
 
 
 def without_request(ex):
@@ -60,8 +68,9 @@ def m0_scores(model, tokenizer, records, max_length: int, batch_size: int) -> tu
     return given, empty, prior(model, tokenizer, records, max_length)
 
 
-def scores_of(given, empty, refusal, m1=None, m2=None) -> dict[str, np.ndarray]:
-    """The label-free scores compared here; the forgetting combinations where M1, M2 are known.
+def scores_of(given, empty, refusal, forgetting: dict) -> dict[str, np.ndarray]:
+    """The label-free scores compared here; the forgetting combinations where `forgetting`
+    (`realistic.recorded_forgetting`) is known.
 
     `refusal` is the refusal prior (minus the lowest NLL of a short refusal to the request), so
     `margin` = given + refusal is how much less likely M0 finds the answer than its likeliest
@@ -74,12 +83,10 @@ def scores_of(given, empty, refusal, m1=None, m2=None) -> dict[str, np.ndarray]:
         "refusal_prior": refusal,
         "margin": given + refusal,
     }
-    if m1 is not None:
-        rel = apply("relative", ScoreTable("loss", m1, m2, given))
-        out["relative"] = rel
-        out["relative+surprise"] = apply("relative+surprise", ScoreTable("loss", m1, m2, given))
+    if forgetting:
+        out |= forgetting
         for k in ("pmi", "ifd", "margin"):
-            out[f"relative+{k}"] = mean_rank(rel, out[k])
+            out[f"relative+{k}"] = mean_rank(forgetting["relative"], out[k])
     return out
 
 
@@ -87,18 +94,14 @@ def one_run(
     label: str,
     args: argparse.Namespace,
     run: dict,
-    model_path: str | None,
-    data: Path,
+    a: argparse.Namespace,
     cached: dict | None = None,
-):
+) -> dict:
     """Rebuild one recorded run's mixture, score M0 and rank every score (with `cached`, the
     given and empty-request NLLs of an earlier output of this script for the same run)."""
-    tag, records, labels, lengths = rebuilt(args, run, data / label)
-    if model_path:
-        args.model = model_path
-    cfg = run_config(args, run["seed"])
-    ex = run.get("examples")
-    model, tokenizer = load_model(cfg.screener, dtype=cfg.noisy_train.dtype)
+    tag, records, labels, lengths, cfg, model, tokenizer = rebuilt_m0(
+        args, run, Path(a.data) / label, a.model
+    )
     if cached is not None:
         given, empty = np.array(cached["given"]), np.array(cached["empty"])
         refusal = prior(model, tokenizer, records, cfg.noisy_train.max_length)
@@ -107,11 +110,7 @@ def one_run(
             model, tokenizer, records, cfg.noisy_train.max_length, args.score_batch_size
         )
     unsafe = np.array([labels[r.id][0] == "unsafe" for r in records])
-    m1 = m2 = None
-    if ex is not None and ex.get("m0") is not None:
-        check_m0(run, given)
-        m1, m2 = np.array(ex["m1"]), np.array(ex["m2"])
-    scores = scores_of(given, empty, refusal, m1, m2)
+    scores = scores_of(given, empty, refusal, recorded_forgetting(run, given))
     group = np.array(
         ["unsafe" if u else labels[r.id][1] for r, u in zip(records, unsafe, strict=True)]
     )
@@ -128,43 +127,20 @@ def one_run(
     }
 
 
-def markdown(results: list[dict]) -> str:
-    """AUROC (lengths matched), P@k of each score, a row per run ("-" where a run lacks it)."""
-    keys = list(dict.fromkeys(k for r in results for k in r["ranking"]))
-    head = "| run | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys) + "\n"
-    rows = []
-    for r in results:
-        cells = [_cell(r["ranking"].get(k)) for k in keys]
-        rows.append(f"| {r['label']} {r['tag']} | " + " | ".join(cells) + " |")
-    return head + "\n".join(rows) + "\n"
-
-
-def _cell(q: dict | None) -> str:
-    if q is None:
-        return "-"
-    m = q.get("auroc_matched")
-    return f"{q['auroc']:.3f} ({'-' if m is None else f'{m:.3f}'}), {q['p_at_k']:.2f}"
-
-
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--runs", nargs="+", required=True, help="LABEL=results.json of realistic.py")
-    p.add_argument("--model", default=None, help="M0's path, where it moved since the run")
-    p.add_argument("--data", required=True, help="where the mixtures are rebuilt")
+    p = rescore_parser(__doc__.split("\n")[0])
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="M0-only: other seeds")
     p.add_argument(
         "--cached", default=None, help="an earlier --out: reuse its NLLs of the same runs"
     )
-    p.add_argument("--out", required=True, help="a JSON file (and a .md beside it)")
     a = p.parse_args()
     earlier = io.read_json(Path(a.cached))["runs"] if a.cached else []
     results: list[dict] = []
     for label, args, run in recorded_runs(a.runs, a.seeds):
         tag = run_tag(args, run["risk"], run["share"], run["safe_set"], run["seed"])
         hit = [e["examples"] for e in earlier if (e["label"], e["tag"]) == (label, tag)]
-        r = one_run(label, args, run, a.model, Path(a.data), hit[0] if hit else None)
-        keep(results, r, Path(a.out))
-    Path(a.out).with_suffix(".md").write_text(markdown(results))
+        keep(results, one_run(label, args, run, a, hit[0] if hit else None), Path(a.out))
+    Path(a.out).with_suffix(".md").write_text(rescored_markdown(results))
 
 
 if __name__ == "__main__":

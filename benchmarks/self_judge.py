@@ -27,14 +27,20 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-from realistic import check_m0, keep, rankings, rebuilt, recorded_runs, run_config
-from request_surprise import markdown
+from realistic import (
+    keep,
+    rankings,
+    rebuilt_m0,
+    recorded_forgetting,
+    recorded_runs,
+    rescore_parser,
+    rescored_markdown,
+)
 
 from forgetfilter import signals
 from forgetfilter.head_loss import keep_head
 from forgetfilter.inference import response_nll
-from forgetfilter.models import load_model
-from forgetfilter.recipes import ScoreTable, apply, mean_rank
+from forgetfilter.recipes import mean_rank
 
 JUDGE = (
     "Read the conversation below between a user and an AI assistant.\n\n{transcript}\n\n"
@@ -92,27 +98,18 @@ def judge(model, tokenizer, records, max_length: int, batch_size: int) -> np.nda
     return nll[1] - nll[0]
 
 
-def one_run(label: str, args: argparse.Namespace, run: dict, model_path, data: Path, a) -> dict:
+def one_run(label: str, args: argparse.Namespace, run: dict, a: argparse.Namespace) -> dict:
     """Rebuild one recorded run's mixture, judge it on M0 and rank the scores."""
-    tag, records, labels, lengths = rebuilt(args, run, data / label)
-    if model_path:
-        args.model = model_path
-    cfg = run_config(args, run["seed"])
-    model, tokenizer = load_model(cfg.screener, dtype=cfg.noisy_train.dtype)
+    tag, records, labels, lengths, cfg, model, tokenizer = rebuilt_m0(
+        args, run, Path(a.data) / label, a.model
+    )
     kw = {"batch_size": args.score_batch_size, "max_length": cfg.noisy_train.max_length}
     given = signals.score(model, tokenizer, records, "loss", progress=False, **kw)
     verdict = judge(model, tokenizer, records, a.judge_max_length, a.batch_size)
     scores = {"surprise": given, "judge": verdict, "judge+surprise": mean_rank(verdict, given)}
-    ex = run.get("examples")
-    if ex is not None:  # a run with per-example columns: the forgetting combinations too
-        check_m0(run, given)
-        table = ScoreTable("loss", np.array(ex["m1"]), np.array(ex["m2"]), given)
-        rel = apply("relative", table)
-        scores |= {
-            "relative+surprise": apply("relative+surprise", table),
-            "relative": rel,
-            "relative+judge": mean_rank(rel, verdict),
-        }
+    forgetting = recorded_forgetting(run, given)
+    if forgetting:
+        scores |= forgetting | {"relative+judge": mean_rank(forgetting["relative"], verdict)}
     unsafe = np.array([labels[r.id][0] == "unsafe" for r in records])
     group = np.array(
         [("unsafe" if u else labels[r.id][1]) for r, u in zip(records, unsafe, strict=True)]
@@ -127,19 +124,14 @@ def one_run(label: str, args: argparse.Namespace, run: dict, model_path, data: P
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--runs", nargs="+", required=True, help="LABEL=results.json of realistic.py")
-    p.add_argument("--model", default=None, help="M0's path, where it moved since the run")
-    p.add_argument("--data", required=True, help="where the mixtures are rebuilt")
+    p = rescore_parser(__doc__.split("\n")[0])
     p.add_argument("--judge-max-length", type=int, default=1024, help="tokens of a judge prompt")
     p.add_argument("--batch-size", type=int, default=8, help="judge prompts per forward pass")
-    p.add_argument("--out", required=True, help="a JSON file (and a .md beside it)")
     a = p.parse_args()
     results: list[dict] = []
     for label, args, run in recorded_runs(a.runs):
-        r = one_run(label, args, run, a.model, Path(a.data), a)
-        keep(results, r, Path(a.out), judge=JUDGE)
-    Path(a.out).with_suffix(".md").write_text(markdown(results))
+        keep(results, one_run(label, args, run, a), Path(a.out), judge=JUDGE)
+    Path(a.out).with_suffix(".md").write_text(rescored_markdown(results))
 
 
 if __name__ == "__main__":
