@@ -87,6 +87,10 @@ def test_run_writes_auditable_outputs(micro_model_dir, tmp_path):
     m0 = {r["id"]: r["score"] for r in io.read_jsonl(out / "scores_m0.jsonl")}
     assert all(r["m0"] == m0[r["id"]] for r in rows)
     assert summary["normalise"] == "relative+surprise"  # a model directory's default
+    assert summary["neighbours"] == 5  # averaged with its 5 most similar: each row says which
+    ids_all = {r["id"] for r in rows}
+    assert all(len(r["neighbours"]) == 5 and set(r["neighbours"]) <= ids_all for r in rows)
+    assert all(r["id"] not in r["neighbours"] and "own_score" in r for r in rows)
     for name in ("learning", "surprise", "forgetting_relative", "forgetting_relative+learning"):
         assert 0.0 <= summary["quality"][name]["auroc"] <= 1.0
     # the user's own records come back: the kept lines, byte for byte, in input order
@@ -269,11 +273,20 @@ def test_a_rerun_with_another_cut_or_safety_finetune_keeps_the_stages_before_it(
     assert "changed normalise; keeping scores_m0, m1, scores_before, m2, scores_after" in (
         capsys.readouterr().err
     )
+    alone = micro_config(  # each example's own score: again only the filter reruns
+        str(micro_model_dir), safety_steps=3, threshold=quarter, final=False,
+        normalise="relative", neighbours=0,
+    )  # fmt: skip
+    assert run_forgetfilter(noisy, other_safe, run_dir, alone).summary["neighbours"] == 0
+    assert "changed neighbours; keeping scores_m0, m1, scores_before, m2, scores_after" in (
+        capsys.readouterr().err
+    )
+    assert "own_score" not in io.read_jsonl(run_dir / "scores.jsonl")[0]
     other_lr = micro_config(str(micro_model_dir), safety_steps=3, final=False)
     other_lr.noisy_train.lr = 2e-3
-    with pytest.raises(ConfigError, match="changed: noisy_train"):  # M1 itself: only --force
+    with pytest.raises(ConfigError, match="changed: neighbours, noisy_train"):  # M1 itself: only --force
         run_forgetfilter(noisy, other_safe, run_dir, other_lr)
-    with pytest.raises(ConfigError, match="changed: normalise, noisy file"):
+    with pytest.raises(ConfigError, match="changed: neighbours, normalise, noisy file"):
         run_forgetfilter(other_safe, other_safe, run_dir, longer)
 
 

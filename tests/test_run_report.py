@@ -45,6 +45,7 @@ def run_dir(micro_model_dir, tmp_path_factory) -> Path:
         safety_steps=4,
         curve_points=2,
         threshold=ThresholdConfig("fraction", fraction=0.25),
+        neighbours=0,  # each example's own score, whose top quarter holds biased answers here
     )
     cfg.noisy_train.report_to = cfg.safety_train.report_to = "tensorboard"
     run_forgetfilter(noisy, safe, tmp / "run", cfg, trusted=trusted, progress=False)

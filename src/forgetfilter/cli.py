@@ -267,7 +267,8 @@ def _print_run_summary(s: dict) -> None:
         f = q["forgetting"]
         print(
             f"against hidden labels: precision {_num(f['precision'])} recall {_num(f['recall'])} "
-            f"F1 {_num(f['f1'])} AUROC {_num(f['auroc'])} (score: {s['signal']}, {s['normalise']})"
+            f"F1 {_num(f['f1'])} AUROC {_num(f['auroc'])} (score: {s['signal']}, {s['normalise']}"
+            f"{', neighbours ' + str(s['neighbours']) if s.get('neighbours') else ''})"
         )
         print(baseline_text(q))
     tr = s.get("truncated") or {}

@@ -7,7 +7,10 @@ reason for every example it removes. The pipeline writes the decision
 (kept.jsonl, removed.jsonl with the reasons, the cleaned file) the same way for every filter, so
 a user can run ForgetFilter and a baseline on the same data and compare what each removes.
 
-- `forgetfilter`: the recipe's score (`--normalise`) cut at phi (`thresholds`): the method.
+- `forgetfilter`: the recipe's score (`--normalise`), averaged over each example's most similar
+  examples with `--neighbours k` (`neighbours`), cut at phi (`thresholds`): the method. With
+  smoothing, how many `auto` removes is decided on the score before it (or the recipe's
+  `count_with`), which ones by the smoothed score.
 - `static`: how well M1 fits each example (low NLL, high ROUGE), cut the same way: a
   baseline that needs no safety finetune.
 - `random`: a seeded random score; it needs `--remove-fraction` or `--threshold`.
@@ -27,6 +30,7 @@ A new filter is one class with `name`, `help`, `needs` and `decide`, and one `re
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -35,6 +39,7 @@ import numpy as np
 
 from . import recipes
 from .errors import ConfigError
+from .neighbours import nearest, smooth
 from .recipes import ScoreTable
 from .records import Content
 from .thresholds import ThresholdChoice, ThresholdConfig, capped, choose_threshold
@@ -49,12 +54,16 @@ class Decision:
         choice: the threshold and how it was chosen.
         reasons: position -> reason, for every removed example.
         trusted: the score of every trusted example (None without a trusted sample).
+        own: with neighbour smoothing, each example's score before it (noisy then trusted).
+        near: with neighbour smoothing, the positions of each example's neighbours (`neighbours`).
     """
 
     score: np.ndarray
     choice: ThresholdChoice
     reasons: dict[int, str]
     trusted: np.ndarray | None = None
+    own: np.ndarray | None = None
+    near: np.ndarray | None = None
 
 
 class Filter(Protocol):
@@ -76,6 +85,7 @@ class Filter(Protocol):
         normalise: str,
         seed: int,
         n_trusted: int = 0,
+        neighbours: int = 0,
     ) -> Decision: ...
 
 
@@ -142,9 +152,17 @@ class ForgetFilter:
     def needs(self, normalise: str) -> frozenset[str]:
         return frozenset({"m1", "m2", *recipes.RECIPES[normalise].needs})
 
-    def decide(self, records, table, threshold, normalise, seed, n_trusted=0) -> Decision:
+    def decide(
+        self, records, table, threshold, normalise, seed, n_trusted=0, neighbours=0
+    ) -> Decision:
         score, count = recipes.score_and_count(normalise, table)
-        return cut_with(score, threshold, "forgetting", n_trusted, count)
+        if not neighbours:
+            return cut_with(score, threshold, "forgetting", n_trusted, count)
+        near = nearest(records, neighbours)
+        count = score if count is None else count  # how many: on the score that has a scale
+        what = f"forgetting (mean rank with its {near.shape[1]} nearest)"
+        decision = cut_with(smooth(score, near), threshold, what, n_trusted, count)
+        return dataclasses.replace(decision, own=score, near=near)
 
 
 class StaticFilter:
@@ -157,7 +175,9 @@ class StaticFilter:
     def needs(self, normalise: str) -> frozenset[str]:
         return frozenset({"m1"})
 
-    def decide(self, records, table, threshold, normalise, seed, n_trusted=0) -> Decision:
+    def decide(
+        self, records, table, threshold, normalise, seed, n_trusted=0, neighbours=0
+    ) -> Decision:
         return cut_with(recipes.static(table), threshold, "static fit", n_trusted)
 
 
@@ -171,7 +191,9 @@ class RandomFilter:
     def needs(self, normalise: str) -> frozenset[str]:
         return frozenset()
 
-    def decide(self, records, table, threshold, normalise, seed, n_trusted=0) -> Decision:
+    def decide(
+        self, records, table, threshold, normalise, seed, n_trusted=0, neighbours=0
+    ) -> Decision:
         if threshold.method == "auto":
             raise ConfigError(
                 "the random filter has no automatic cut: set `threshold.fraction` or `threshold.threshold`"
@@ -199,7 +221,9 @@ class ClassifierFilter:
     def needs(self, normalise: str) -> frozenset[str]:
         return frozenset()
 
-    def decide(self, records, table, threshold, normalise, seed, n_trusted=0) -> Decision:
+    def decide(
+        self, records, table, threshold, normalise, seed, n_trusted=0, neighbours=0
+    ) -> Decision:
         score = self.probabilities(records)
         if threshold.method != "auto" or n_trusted:
             return cut_with(score, threshold, "classifier probability", n_trusted)

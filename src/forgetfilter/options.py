@@ -412,9 +412,10 @@ def build_run_config(model: str, settings: dict[str, Any]):
     """The model's preset RunConfig with `settings` (dotted field -> value) applied, validated."""
     from .pipeline import default_run_config
 
-    # without --normalise, the signal's default recipe (None), not the preset's resolved one
+    # without --normalise (--neighbours), the signal's default (None), not the preset's resolved one
     preset = default_run_config(model, screen_model=settings.get("screen_model"))
-    return build_config(preset, {"normalise": None, "model": model, **settings})
+    unset = {"normalise": None, "neighbours": None}
+    return build_config(preset, {**unset, "model": model, **settings})
 
 
 def _build(cls: type, data: dict) -> Any:

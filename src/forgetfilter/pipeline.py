@@ -80,6 +80,10 @@ class RunConfig:
             the preset's `loss_recipe` for the loss signal (`relative+surprise` for pretrained models,
             `relative+learning` for the built-in `tiny`; with `screen_model`, the screen model's),
             `relative` for rouge.
+        neighbours: average the filter's score (as ranks) over each noisy example and its this
+            many most similar ones (TF-IDF cosine of the conversation's text: `neighbours`); 0 =
+            each example's own score (the paper's). None = the preset's (5 for pretrained models,
+            0 for the built-in `tiny`), with the loss signal; 0 with rouge.
         safety_steps: optimizer steps of safety finetuning (M1 -> M2); None = one epoch of the safe set.
         noisy_train: training settings for M0 -> M1 and for the final model.
         safety_train: training settings for M1 -> M2 (its max_steps is set from `safety_steps`).
@@ -118,6 +122,7 @@ class RunConfig:
     normalise: str | None = field(
         default=None, metadata={"choices": lambda: tuple(recipes.RECIPES)}
     )
+    neighbours: int | None = None
     safety_steps: int | None = None
     noisy_train: TrainConfig = field(default_factory=TrainConfig)
     safety_train: TrainConfig = field(default_factory=TrainConfig)
@@ -141,6 +146,10 @@ class RunConfig:
         kind = signals.get(self.signal).kind
         if self.normalise is None:
             self.normalise = preset_for(self.screener).loss_recipe if kind == "nll" else "relative"
+        if self.neighbours is None:
+            self.neighbours = preset_for(self.screener).neighbours if kind == "nll" else 0
+        if self.neighbours < 0:
+            raise ConfigError(f"`neighbours` must be 0 (off) or more, got {self.neighbours}")
         if self.normalise not in recipes.RECIPES:
             raise ConfigError(
                 f"unknown `normalise` {self.normalise!r}; choose from {', '.join(recipes.RECIPES)}"
@@ -477,7 +486,7 @@ PIPELINE: tuple[Stage, ...] = (
             )
         ),
         optional=("trusted_scores.jsonl",),
-        reads=("threshold", "filter", "normalise"),
+        reads=("threshold", "filter", "normalise", "neighbours"),
     ),
     Stage(
         "clean", ("clean",), lambda s: clean_stage(s.run.dir, s.noisy_path, s.kept), main_only=True
@@ -665,6 +674,7 @@ def _canonical(recorded: dict) -> dict:
         "screen_model": None,
         "screen_steps": None,
         "score_dtype": "train",  # runs recorded before it scored in the training dtype
+        "neighbours": 0,  # runs recorded before it ranked each example's own score
     }
     out = {**added, "final_train": None, **recorded}
     out["model"] = canonical_name(recorded.get("model", ""))
@@ -990,14 +1000,19 @@ def filter_stage(
     threshold = dataclasses.replace(cfg.threshold, seed=cfg.seed)
     texts = [content(ex) for ex in scored]
     f = filters.get(cfg.filter)
-    decision = f.decide(texts, table, threshold, cfg.normalise, cfg.seed, n_trusted=n_trusted)
+    decision = f.decide(
+        texts, table, threshold, cfg.normalise, cfg.seed, n_trusted=n_trusted,
+        neighbours=cfg.neighbours,
+    )  # fmt: skip
     choice, score = decision.choice, decision.score
     curve, _ = filters.split(
         curve_auc(run_dir / "curve", scored, before, cfg, reference), n_trusted
     )
     parts = [filters.split(v, n_trusted)[0] for v in (before, after, reference)]
     removed = {noisy[i].id: reason for i, reason in decision.reasons.items()}
-    write_filter_outputs(run_dir, noisy, parts, score, curve, removed)
+    write_filter_outputs(
+        run_dir, noisy, parts, score, curve, removed, neighbour_columns(decision, scored)
+    )
     record = {"threshold": choice.to_dict(), "removed_ids": sorted(removed)}
     if n_trusted:
         io.write_jsonl(
@@ -1032,12 +1047,27 @@ def curve_auc(
     )
 
 
-def write_filter_outputs(run_dir, noisy, scores, score, curve, removed: dict[str, str]) -> None:
+def neighbour_columns(decision: filters.Decision, scored: Sequence[Example]) -> dict[str, list]:
+    """With neighbour smoothing, scores.jsonl's columns `own_score` (the recipe's score of the
+    example alone) and `neighbours` (the ids its score was averaged with); else none."""
+    if decision.near is None:
+        return {}
+    n, ids = len(decision.score), [ex.id for ex in scored]
+    return {
+        "own_score": [round(float(v), 6) for v in decision.own[:n]],
+        "neighbours": [[ids[j] for j in row] for row in decision.near[:n]],
+    }
+
+
+def write_filter_outputs(
+    run_dir, noisy, scores, score, curve, removed: dict[str, str], columns: dict | None = None
+) -> None:
     """The audit trail: every input id in exactly one of kept.jsonl and removed.jsonl.
 
     `scores` is (before, after, reference): scores on M1, on M2 and on M0, each None when the run
     did not score that model (and then absent from scores.jsonl); `score` the filter's score (the
-    `forgetting` column, whichever filter made it); `removed` id -> reason for every removed one.
+    `forgetting` column, whichever filter made it); `removed` id -> reason for every removed one;
+    `columns` more per-example columns of scores.jsonl (name -> values in input order).
     """
     before, after, reference = scores
     rows, kept_rows, removed_rows = [], [], []
@@ -1052,6 +1082,7 @@ def write_filter_outputs(run_dir, noisy, scores, score, curve, removed: dict[str
             row["m0"] = reference[i]
         if curve is not None:
             row["curve_auc"] = round(float(curve[i]), 6)
+        row |= {key: values[i] for key, values in (columns or {}).items()}
         rows.append(row)
         record = ex.to_dict() | {"forgetting": row["forgetting"]}
         if is_removed:
@@ -1092,6 +1123,7 @@ class Preset:
         safety_lr: learning rate of the safety finetune.
         max_length: records are cut to this many tokens.
         loss_recipe: the filter's score with the loss signal when `normalise` is not given.
+        neighbours: the filter's neighbour smoothing when `neighbours` is not given (0 = off).
     """
 
     name: str
@@ -1101,6 +1133,7 @@ class Preset:
     safety_lr: float
     max_length: int
     loss_recipe: str = "relative"
+    neighbours: int = 0
 
 
 #: The built-in `tiny` model (a few million parameters) is finetuned fully: LoRA r=8 barely
@@ -1112,8 +1145,13 @@ TINY_PRESET = Preset("tiny", "full", 5e-4, 5.0, 5e-4, 256, loss_recipe="relative
 #: score, relative forgetting, is averaged in rank with how unlikely the aligned M0 finds each
 #: answer: both read the answer's conflict with M0's alignment, and together they ranked better
 #: than forgetting alone on most runs measured, not at the top of the ranking where forgetting
-#: alone is sharp (README, "M0's surprise"). `relative` is the paper's score by name.
-PAPER_PRESET = Preset("paper", "lora", 2e-4, 3.0, 2e-4, 512, loss_recipe="relative+surprise")
+#: alone is sharp (README, "M0's surprise"). `--normalise relative --neighbours 0` is the paper's
+#: score by name. Each example's score is then averaged with those of its 5 most similar noisy examples: on every
+#: realistic run of the two pretrained models measured, that ranked the unsafe examples better,
+#: most at the top of the ranking (README, "Neighbours"). `--neighbours 0` turns it off.
+PAPER_PRESET = Preset(
+    "paper", "lora", 2e-4, 3.0, 2e-4, 512, loss_recipe="relative+surprise", neighbours=5
+)
 
 
 def preset_for(model: str) -> Preset:

@@ -258,6 +258,7 @@ def verdict(run: Mapping[str, Any]) -> Section:
         )
     lines.append(
         f"Model `{s.get('model')}`, signal `{s.get('signal')}`, score `{s.get('normalise')}`"
+        f"{neighbours_text(s.get('neighbours'))}"
         f"{', filter `' + run['config']['filter'] + '`' if run['config'].get('filter') else ''}."
     )
     return Section("Verdict", ["\n\n".join(lines)])
@@ -459,3 +460,8 @@ const key=r=>num?parseFloat(r.cells[c].dataset.v):r.cells[c].textContent;
 rows.sort((a,b)=>{const x=key(a),y=key(b);return (x>y?1:x<y?-1:0)*dir*(num?-1:1);});
 rows.forEach(r=>tb.appendChild(r));}
 </script>"""
+
+
+def neighbours_text(k: int | None) -> str:
+    """How the score was smoothed, as the verdict says it ("" for none)."""
+    return f", averaged over each example and its {k} most similar ones" if k else ""

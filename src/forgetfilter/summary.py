@@ -40,6 +40,7 @@ def summarise(run: Run, choice: ThresholdChoice, final_skipped: str | None = Non
     summary = {
         "signal": run.cfg.signal,
         "normalise": run.cfg.normalise,
+        "neighbours": run.cfg.neighbours,
         "model": run.cfg.model,
         "model_source": describe(run.cfg.model),
         "threshold": choice.to_dict(),

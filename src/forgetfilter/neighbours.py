@@ -1,0 +1,63 @@
+"""Neighbour smoothing: a score averaged over each example and the examples most like it.
+
+One example's forgetting is a noisy measurement; the paper's finding is about kinds of content
+(unsafe examples are forgotten as a group). With `--neighbours k` the filter's score of each
+noisy example becomes the mean of its scaled rank and the scaled ranks of its k most similar
+noisy examples:
+
+    smoothed_i = mean of rank(score)/n over {i} and the k conversations nearest to i
+
+Similarity is the cosine of TF-IDF vectors (scikit-learn, sublinear term frequency) of each
+conversation's user and assistant turns (no system prompt), fitted on the scored records alone:
+no model, no label. Smoothing amplifies a score's direction, right or wrong: where the unsafe
+examples' neighbours are mostly unsafe, their shared signal adds up and the task data's noise
+averages out; a score that ranks them low ranks them lower still (README, "Neighbours").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+from .records import Content
+
+
+def text(record: Content) -> str:
+    """A conversation's user and assistant turns, one after another (no system prompt)."""
+    turns = [m for m in record.messages if m.get("role") in ("user", "assistant")]
+    return "\n".join(str(m.get("content") or "") for m in turns)
+
+
+def nearest(records: Sequence[Content], k: int) -> np.ndarray:
+    """Positions (n, k') of each record's k' = min(k, n - 1) most similar others, most similar
+    first (TF-IDF cosine); no columns when there is no other record or no word to compare."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(records)
+    k = max(0, min(k, n - 1))
+    if k == 0:
+        return np.zeros((n, 0), dtype=int)
+    try:
+        vectors = TfidfVectorizer(sublinear_tf=True).fit_transform([text(r) for r in records])
+    except ValueError:  # empty vocabulary: no record has a word of two or more characters
+        return np.zeros((n, 0), dtype=int)
+    index = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(vectors)
+    found = index.kneighbors(vectors, return_distance=False)
+    return np.array([[j for j in row if j != i][:k] for i, row in enumerate(found)], dtype=int)
+
+
+def smooth(score: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """Mean scaled rank of `score` over each example and its neighbours `near` (rows of
+    positions). Equal means are ordered by the example's own rank (a shift smaller than any gap
+    between unequal means)."""
+    score = np.asarray(score, dtype=float)
+    n = len(score)
+    if n == 0:
+        return score
+    r = rankdata(score) / n
+    width = 1 + near.shape[1]
+    own = r / (2 * width * (n + 1))
+    return (r + r[near].sum(axis=1)) / width + own
