@@ -11,7 +11,8 @@ Alpaca answers no other file holds). It runs `forgetfilter run` (no final model)
 settings, then scores the ranking of each label-free score against the hidden labels, which only
 this script reads (`labels.json` beside each data set: id -> [label, source]):
 
-- `default`: the run's filter score (the default recipe unless `--normalise`), and every recipe
+- `default`: the run's filter score (the default recipe and neighbour smoothing unless
+  `--normalise`, `--neighbours`), and every recipe
   its scores allow (`forgetting_<recipe>`), `learning` (1 - NLL_M1/NLL_M0), `static` (low NLL on
   M1) and, with `--classifier`, the content classifiers' probability (`filters.ClassifierFilter`;
   trained on the same sources as the mixtures, so optimistic here), its mean rank with the run's
@@ -40,8 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forgetfilter import io
-from forgetfilter.filters import cut_with
+from forgetfilter import filters, io
 from forgetfilter.metrics import filter_quality, matched_auroc, ranking_quality
 from forgetfilter.mixture import MixtureConfig, build_mixture
 from forgetfilter.models import load_model
@@ -54,11 +54,10 @@ from forgetfilter.recipes import (
     apply,
     learning,
     mean_rank,
-    score_and_count,
     static,
     surprise,
 )
-from forgetfilter.records import Example, conversation
+from forgetfilter.records import Example, content, conversation
 from forgetfilter.thresholds import ThresholdConfig
 
 SYSTEMS = ["You are a helpful assistant.", None, None]
@@ -126,6 +125,7 @@ def run_config(a: argparse.Namespace, seed: int):
         max_length=a.max_length,
         dtype=a.dtype,
         normalise=a.normalise,
+        neighbours=getattr(a, "neighbours", None),  # runs recorded before it: the default
         signal=a.signal,
         safety_steps=a.safety_steps,
         final=False,
@@ -276,11 +276,10 @@ def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: 
     removed = np.array([r["removed"] for r in rows])
     cuts = {"default": _cut(removed, unsafe)}
     if not (run_dir / "trusted.jsonl").exists():
-        cuts["current"] = _cut(current_cut(run_dir, table), unsafe)
+        cuts["current"] = _cut(current_cut(run_dir, table, scored), unsafe)
     share = io.read_json(run_dir / "summary.json").get("unsafe_share") or {}
     if classifier:
         from forgetfilter.filters import ClassifierFilter
-        from forgetfilter.records import content
 
         records = [content(ex) for ex in scored]
         probs = ClassifierFilter().probabilities(records)
@@ -377,14 +376,17 @@ def held_out_source(records, scores: dict, unsafe: np.ndarray, sources: np.ndarr
     return out
 
 
-def current_cut(run_dir: Path, table: ScoreTable) -> np.ndarray:
+def current_cut(run_dir: Path, table: ScoreTable, records: list[Example]) -> np.ndarray:
     """Which examples the automatic cut of this code's defaults removes from a run's recorded scores
-    (the run's own cut, `removed`, is the rule of the code that made it)."""
+    with the run's recipe and neighbours (the run's own cut, `removed`, is the rule of the code
+    that made it)."""
     cfg = io.read_json(run_dir / "config.json")["config"]
-    recipe = io.read_json(run_dir / "summary.json")["normalise"]
-    score, count = score_and_count(recipe, table)
-    decision = cut_with(score, ThresholdConfig(seed=cfg["seed"]), "score", count=count)
-    return decision.score > decision.choice.phi
+    summary = io.read_json(run_dir / "summary.json")
+    decision = filters.get("forgetfilter").decide(
+        [content(ex) for ex in records], table, ThresholdConfig(seed=cfg["seed"]),
+        summary["normalise"], cfg["seed"], neighbours=summary.get("neighbours") or 0,
+    )  # fmt: skip
+    return np.isin(np.arange(len(records)), list(decision.reasons))
 
 
 def _cut(removed: np.ndarray, unsafe: np.ndarray) -> dict:
@@ -509,6 +511,9 @@ def main() -> None:
     p.add_argument("--safe-set", nargs="+", default=["refusals"], choices=["refusals", "mixed"])
     p.add_argument("--signal", default="loss")
     p.add_argument("--normalise", default=None)
+    p.add_argument(
+        "--neighbours", type=int, default=None, help="the run's --neighbours (None: the default)"
+    )
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--safety-lr", type=float, default=None)
     p.add_argument("--epochs", type=float, default=None)

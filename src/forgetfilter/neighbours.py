@@ -33,31 +33,43 @@ def text(record: Content) -> str:
 def nearest(records: Sequence[Content], k: int) -> np.ndarray:
     """Positions (n, k') of each record's k' = min(k, n - 1) most similar others, most similar
     first (TF-IDF cosine); no columns when there is no other record or no word to compare."""
+    return similar(records, k)[0]
+
+
+def similar(records: Sequence[Content], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`nearest`'s positions and the cosine similarity of each record with each of them."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.neighbors import NearestNeighbors
 
     n = len(records)
     k = max(0, min(k, n - 1))
+    none = np.zeros((n, 0), dtype=int), np.zeros((n, 0))
     if k == 0:
-        return np.zeros((n, 0), dtype=int)
+        return none
     try:
         vectors = TfidfVectorizer(sublinear_tf=True).fit_transform([text(r) for r in records])
     except ValueError:  # empty vocabulary: no record has a word of two or more characters
-        return np.zeros((n, 0), dtype=int)
+        return none
     index = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(vectors)
-    found = index.kneighbors(vectors, return_distance=False)
-    return np.array([[j for j in row if j != i][:k] for i, row in enumerate(found)], dtype=int)
+    distance, found = index.kneighbors(vectors)
+    rows = [[(j, 1.0 - d) for j, d in zip(f, ds, strict=True) if j != i][:k]
+            for i, (f, ds) in enumerate(zip(found, distance, strict=True))]  # fmt: skip
+    return np.array([[j for j, _ in r] for r in rows], dtype=int), np.array(
+        [[c for _, c in r] for r in rows]
+    )
 
 
-def smooth(score: np.ndarray, near: np.ndarray) -> np.ndarray:
+def smooth(score: np.ndarray, near: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Mean scaled rank of `score` over each example and its neighbours `near` (rows of
-    positions). Equal means are ordered by the example's own rank (a shift smaller than any gap
-    between unequal means)."""
+    positions), the neighbours weighted by `weights` (the example itself by 1; None: all 1).
+    Equal means are ordered by the example's own rank (a shift smaller than any gap between
+    unequal unweighted means)."""
     score = np.asarray(score, dtype=float)
     n = len(score)
     if n == 0:
         return score
     r = rankdata(score) / n
-    width = 1 + near.shape[1]
-    own = r / (2 * width * (n + 1))
-    return (r + r[near].sum(axis=1)) / width + own
+    w = np.ones(near.shape) if weights is None else np.clip(weights, 0.0, None)
+    width = 1 + w.sum(axis=1)
+    own = r / (2 * (1 + near.shape[1]) * (n + 1))
+    return (r + (w * r[near]).sum(axis=1)) / width + own
