@@ -102,6 +102,9 @@ def test_pretrained_models_smooth_by_default_and_tiny_and_rouge_do_not():
     assert RunConfig(model=smol, neighbours=0).neighbours == 0
     with pytest.raises(ConfigError, match="neighbours"):
         RunConfig(neighbours=-1)
+    assert RunConfig(model=smol, filter="static").neighbours == 0  # baselines: each its own score
+    with pytest.raises(ConfigError, match="filter` static takes none"):
+        RunConfig(model=smol, filter="static", neighbours=5)
     argv = ["run", "--noisy", "n", "--safe", "s", "--out", "o", "--model", smol]
     assert cli.run_config_from_args(cli.build_parser().parse_args(argv)).neighbours == 5
     argv += ["--neighbours", "0"]

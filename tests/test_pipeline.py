@@ -284,7 +284,9 @@ def test_a_rerun_with_another_cut_or_safety_finetune_keeps_the_stages_before_it(
     assert "own_score" not in io.read_jsonl(run_dir / "scores.jsonl")[0]
     other_lr = micro_config(str(micro_model_dir), safety_steps=3, final=False)
     other_lr.noisy_train.lr = 2e-3
-    with pytest.raises(ConfigError, match="changed: neighbours, noisy_train"):  # M1 itself: only --force
+    with pytest.raises(
+        ConfigError, match="changed: neighbours, noisy_train"
+    ):  # M1 itself: only --force
         run_forgetfilter(noisy, other_safe, run_dir, other_lr)
     with pytest.raises(ConfigError, match="changed: neighbours, normalise, noisy file"):
         run_forgetfilter(other_safe, other_safe, run_dir, longer)

@@ -52,11 +52,9 @@ def similar(records: Sequence[Content], k: int) -> tuple[np.ndarray, np.ndarray]
         return none
     index = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(vectors)
     distance, found = index.kneighbors(vectors)
-    rows = [[(j, 1.0 - d) for j, d in zip(f, ds, strict=True) if j != i][:k]
-            for i, (f, ds) in enumerate(zip(found, distance, strict=True))]  # fmt: skip
-    return np.array([[j for j, _ in r] for r in rows], dtype=int), np.array(
-        [[c for _, c in r] for r in rows]
-    )
+    others = found != np.arange(n)[:, None]  # each record itself is left out
+    near = np.array([f[o][:k] for f, o in zip(found, others, strict=True)], dtype=int)
+    return near, np.array([1.0 - d[o][:k] for d, o in zip(distance, others, strict=True)])
 
 
 def smooth(score: np.ndarray, near: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:

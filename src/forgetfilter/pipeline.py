@@ -83,7 +83,8 @@ class RunConfig:
         neighbours: average the filter's score (as ranks) over each noisy example and its this
             many most similar ones (TF-IDF cosine of the conversation's text: `neighbours`); 0 =
             each example's own score (the paper's). None = the preset's (5 for pretrained models,
-            0 for the built-in `tiny`), with the loss signal; 0 with rouge.
+            0 for the built-in `tiny`), with the loss signal and the `forgetfilter` filter; 0
+            otherwise (the other filters take none).
         safety_steps: optimizer steps of safety finetuning (M1 -> M2); None = one epoch of the safe set.
         noisy_train: training settings for M0 -> M1 and for the final model.
         safety_train: training settings for M1 -> M2 (its max_steps is set from `safety_steps`).
@@ -147,9 +148,15 @@ class RunConfig:
         if self.normalise is None:
             self.normalise = preset_for(self.screener).loss_recipe if kind == "nll" else "relative"
         if self.neighbours is None:
-            self.neighbours = preset_for(self.screener).neighbours if kind == "nll" else 0
+            smooths = kind == "nll" and self.filter == "forgetfilter"
+            self.neighbours = preset_for(self.screener).neighbours if smooths else 0
         if self.neighbours < 0:
             raise ConfigError(f"`neighbours` must be 0 (off) or more, got {self.neighbours}")
+        if self.neighbours and self.filter != "forgetfilter":
+            raise ConfigError(
+                f"`neighbours` smooths the forgetfilter filter's score; `filter` {self.filter} "
+                "takes none (leave it unset or 0)"
+            )
         if self.normalise not in recipes.RECIPES:
             raise ConfigError(
                 f"unknown `normalise` {self.normalise!r}; choose from {', '.join(recipes.RECIPES)}"
