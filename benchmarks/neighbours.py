@@ -27,6 +27,7 @@ from realistic import (
     rankings,
     rebuilt,
     recorded_runs,
+    recorded_table,
     rescore_parser,
     rescored_markdown,
 )
@@ -34,7 +35,6 @@ from realistic import (
 from forgetfilter import io
 from forgetfilter.metrics import ranking_quality
 from forgetfilter.neighbours import similar, smooth
-from forgetfilter.recipes import ScoreTable
 from forgetfilter.records import content
 
 BASE = ("relative+surprise", "relative", "surprise", "relative+learning")
@@ -43,10 +43,8 @@ BASE = ("relative+surprise", "relative", "surprise", "relative+learning")
 def one_run(label: str, args: argparse.Namespace, run: dict, a: argparse.Namespace) -> dict:
     """Rebuild one recorded run's mixture, smooth its recorded scores and rank them."""
     tag, records, _, lengths = rebuilt(args, run, Path(a.data) / label)
-    ex = run["examples"]
-    unsafe = np.array(ex["unsafe"], dtype=bool)
-    table = ScoreTable("loss", np.array(ex["m1"]), np.array(ex["m2"]), np.array(ex["m0"]))
-    given = label_free_scores(table, lengths)
+    unsafe = np.array(run["examples"]["unsafe"], dtype=bool)
+    given = label_free_scores(recorded_table(run), lengths)
     base = {"surprise": given["surprise"], "static": given["static"], "length": lengths}
     base |= {b: given[f"forgetting_{b}"] for b in BASE if f"forgetting_{b}" in given}
     base["random"] = np.random.default_rng(a.seed).random(len(records))
@@ -69,9 +67,7 @@ def fewer_unsafe(args: argparse.Namespace, run: dict, a: argparse.Namespace, lab
     (and every clean one), then ranks the scores and their k-smoothed forms on that subset:
     the recorded per-example signal, with the unsafe group as small as at a lower share."""
     _, records, _, lengths = rebuilt(args, run, Path(a.data) / label)
-    ex = run["examples"]
-    unsafe = np.array(ex["unsafe"], dtype=bool)
-    cols = {m: np.array(ex[m]) for m in ("m0", "m1", "m2")}
+    unsafe = np.array(run["examples"]["unsafe"], dtype=bool)
     rng = np.random.default_rng(a.seed)
     draws = []
     for _ in range(a.draws):
@@ -80,8 +76,7 @@ def fewer_unsafe(args: argparse.Namespace, run: dict, a: argparse.Namespace, lab
                 [np.flatnonzero(~unsafe), rng.choice(np.flatnonzero(unsafe), a.unsafe_kept, False)]
             )
         )
-        table = ScoreTable("loss", cols["m1"][kept], cols["m2"][kept], cols["m0"][kept])
-        given = label_free_scores(table, lengths[kept])
+        given = label_free_scores(recorded_table(run, rows=kept), lengths[kept])
         base = {b: given[f"forgetting_{b}"] for b in BASE[:2]} | {"surprise": given["surprise"]}
         near, sim = similar([content(records[i]) for i in kept], min(a.k))
         scores = base | {f"{n} ~{min(a.k)}": smooth(v, near) for n, v in base.items()}

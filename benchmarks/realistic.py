@@ -324,14 +324,19 @@ def label_free_scores(table: ScoreTable, lengths: np.ndarray) -> dict[str, np.nd
     return scores
 
 
+def recorded_table(run: dict, signal: str = "loss", rows=slice(None)) -> ScoreTable:
+    """The ScoreTable of a recorded run's per-example columns (`examples`), `rows` of them."""
+    ex = run["examples"]
+    m0 = None if ex["m0"] is None else np.array(ex["m0"])[rows]
+    return ScoreTable(signal, np.array(ex["m1"])[rows], np.array(ex["m2"])[rows], m0)
+
+
 def from_examples(run: dict, signal: str) -> dict:
     """A recorded run's rankings recomputed from its per-example columns (`examples`) with
     today's recipes: no run directory, no model, no classifier."""
     ex = run["examples"]
-    m0 = None if ex["m0"] is None else np.array(ex["m0"])
-    table = ScoreTable(signal, np.array(ex["m1"]), np.array(ex["m2"]), m0)
     unsafe, lengths = np.array(ex["unsafe"]), np.array(ex["length"], dtype=float)
-    return rankings(unsafe, label_free_scores(table, lengths), lengths)
+    return rankings(unsafe, label_free_scores(recorded_table(run, signal), lengths), lengths)
 
 
 def rankings(unsafe: np.ndarray, scores: dict, lengths: np.ndarray) -> dict[str, dict]:
