@@ -6,7 +6,8 @@ plan). This script measures that on `realistic.py` (or `mixed_risks.py`) run dir
 splits the clean conversations by the first word of the last user turn into *open-ended* requests
 (`OPEN_ENDED`: create, generate, write, compose, ...) and the rest, and reports, for the run's
 filter score (`forgetting`, smoothed where the run smoothed) and its unsmoothed score
-(`own_score`): each group's mean scaled rank, the AUROC of the unsafe conversations against each
+(`own_score`), and the default's two parts alone (`relative` forgetting and M0's `surprise`, where
+the run scored M0): each group's mean scaled rank, the AUROC of the unsafe conversations against each
 clean group, and who fills the top k. The split is for this analysis only; no filter reads it.
 
     python benchmarks/open_ended.py --runs /tmp/realistic --out /tmp/open_ended.json
@@ -23,6 +24,9 @@ from scipy.stats import rankdata
 
 from forgetfilter import io
 from forgetfilter.metrics import ranking_quality
+from forgetfilter.recipes import ScoreTable, apply, surprise
+
+SCORES = ("forgetting", "own_score")  # the run's filter score and, where smoothed, its own
 
 # A request that starts with one of these asks the model to produce new text.
 OPEN_ENDED = frozenset(
@@ -50,10 +54,12 @@ def one_run(data: Path, run: Path) -> dict:
         "n": {g: int(m.sum()) for g, m in groups.items()},
         "unsafe_open_ended": float(opened[unsafe].mean()),
     }
-    for key in ("forgetting", "own_score"):
-        if key not in rows[0]:
-            continue
-        score = np.array([r[key] for r in rows], dtype=float)
+    scores = {k: np.array([r[k] for r in rows], dtype=float) for k in SCORES if k in rows[0]}
+    if "m0" in rows[0]:  # the default's two parts, each alone
+        column = lambda k: np.array([r[k] for r in rows], dtype=float)  # noqa: E731
+        table = ScoreTable("loss", column("before"), column("after"), column("m0"))
+        scores |= {"relative": apply("relative", table), "surprise": surprise(table)}
+    for key, score in scores.items():
         rank = rankdata(score) / len(score)
         top = np.argsort(-score, kind="stable")[: int(unsafe.sum())]
         out[key] = {
@@ -76,7 +82,7 @@ def markdown(results: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
-        for key in ("forgetting", "own_score"):
+        for key in (*SCORES, "relative", "surprise"):
             if key not in r:
                 continue
             q, n = r[key], r["n"]
