@@ -30,13 +30,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from realistic import build_data, label_free_scores, mean_sd, rankings, run_config
+from realistic import build_data, label_free_scores, mean_sd, rankings, run_config, run_table
 
 from forgetfilter import io
 from forgetfilter.neighbours import nearest
 from forgetfilter.pipeline import run_forgetfilter
 from forgetfilter.readers import read_examples
-from forgetfilter.recipes import ScoreTable
 from forgetfilter.records import content
 
 
@@ -93,7 +92,7 @@ def evaluate(run_dir: Path, labels: dict, noisy: Path, risks: list[str]) -> dict
     unsafe = np.array([labels[r["id"]][0] == "unsafe" for r in rows])
     risk = np.array([labels[r["id"]][2] if labels[r["id"]][0] == "unsafe" else "" for r in rows])
     col = lambda k: np.array([r[k] for r in rows])  # noqa: E731
-    table = ScoreTable("loss", col("before"), col("after"), col("m0"))
+    table = run_table(rows)
     by_id = {ex.id: ex for ex in read_examples(noisy)[0]}
     lengths = np.array([len(by_id[r["id"]].response) for r in rows], dtype=float)
     own = np.array([r.get("own_score", r["forgetting"]) for r in rows])  # no neighbours: the same

@@ -20,11 +20,12 @@ import re
 from pathlib import Path
 
 import numpy as np
+from realistic import run_table
 from scipy.stats import rankdata
 
 from forgetfilter import io
 from forgetfilter.metrics import ranking_quality
-from forgetfilter.recipes import ScoreTable, apply, surprise
+from forgetfilter.recipes import apply, surprise
 
 SCORES = ("forgetting", "own_score")  # the run's filter score and, where smoothed, its own
 
@@ -56,8 +57,7 @@ def one_run(data: Path, run: Path) -> dict:
     }
     scores = {k: np.array([r[k] for r in rows], dtype=float) for k in SCORES if k in rows[0]}
     if "m0" in rows[0]:  # the default's two parts, each alone
-        column = lambda k: np.array([r[k] for r in rows], dtype=float)  # noqa: E731
-        table = ScoreTable("loss", column("before"), column("after"), column("m0"))
+        table = run_table(rows)
         scores |= {"relative": apply("relative", table), "surprise": surprise(table)}
     for key, score in scores.items():
         rank = rankdata(score) / len(score)

@@ -259,14 +259,20 @@ def _cell(q: dict | None) -> str:
     return f"{q['auroc']:.3f} ({'-' if m is None else f'{m:.3f}'}), {q['p_at_k']:.2f}"
 
 
+def run_table(rows: list[dict], signal: str = "loss") -> ScoreTable:
+    """The ScoreTable of a run's `scores.jsonl` rows (M0's column where the run scored M0)."""
+    column = lambda k: np.array([r[k] for r in rows])  # noqa: E731
+    return ScoreTable(
+        signal, column("before"), column("after"), column("m0") if "m0" in rows[0] else None
+    )
+
+
 def evaluate(run_dir: Path, labels: dict, signal: str, classifier: bool, noisy: Path) -> dict:
     """Ranking quality of every label-free score, and the quality of the cuts."""
     rows = io.read_jsonl(run_dir / "scores.jsonl")
     unsafe = np.array([labels[r["id"]][0] == "unsafe" for r in rows])
-    before = np.array([r["before"] for r in rows])
-    after = np.array([r["after"] for r in rows])
-    m0 = np.array([r["m0"] for r in rows]) if "m0" in rows[0] else None
-    table = ScoreTable(signal, before, after, m0)
+    table = run_table(rows, signal)
+    before, after, m0 = table.m1, table.m2, table.m0
     examples, _ = read_examples(noisy)
     by_id = {ex.id: ex for ex in examples}
     scored = [by_id[r["id"]] for r in rows]
