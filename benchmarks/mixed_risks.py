@@ -24,13 +24,21 @@ the pretrained default smooths, also for `tiny`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-from realistic import build_data, label_free_scores, mean_sd, rankings, run_config, run_table
+from realistic import (
+    build_data,
+    label_free_scores,
+    mean_sd,
+    one_set_parser,
+    rankings,
+    run_args,
+    run_config,
+    run_table,
+)
 
 from forgetfilter import io
 from forgetfilter.neighbours import nearest
@@ -145,23 +153,10 @@ def markdown(results: list[dict], risks: list[str], keys: list[str]) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="tiny")
+    p = one_set_parser(__doc__.split("\n")[0], n_safe=102)
     p.add_argument("--risks", nargs="+", default=["harm", "toxicity", "bias"])
-    p.add_argument("--share", type=float, default=0.05)
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--n", type=int, default=400)
-    p.add_argument("--n-safe", type=int, default=102)
-    p.add_argument("--max-length", type=int, default=None)
-    p.add_argument("--epochs", type=float, default=None)
-    p.add_argument("--dtype", default=None)
-    p.add_argument("--out", required=True)
     a = p.parse_args()
-    settings = dict.fromkeys(
-        ("lr", "safety_lr", "batch_size", "normalise", "neighbours", "safety_steps", "max_steps",
-         "lora_r", "lora_targets"),
-    )  # fmt: skip
-    cfg_args = argparse.Namespace(**settings, **vars(a), signal="loss", score_batch_size=32)
+    cfg_args = run_args(a)
     out = Path(a.out)
     results = []
     for seed in a.seeds:

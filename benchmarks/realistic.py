@@ -143,6 +143,31 @@ def run_config(a: argparse.Namespace, seed: int):
     return cfg
 
 
+def one_set_parser(description: str, n_safe: int) -> argparse.ArgumentParser:
+    """The arguments of a script that builds one noisy set per seed and runs the default on it."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--share", type=float, default=0.05)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--n", type=int, default=400)
+    p.add_argument("--n-safe", type=int, default=n_safe)
+    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--epochs", type=float, default=None)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--out", required=True)
+    return p
+
+
+def run_args(a: argparse.Namespace) -> argparse.Namespace:
+    """`a` with the run settings of this script's parser that it lacks at their defaults, for
+    `run_config` (the default recipe, loss signal, score batch 32)."""
+    settings = dict.fromkeys(
+        ("lr", "safety_lr", "batch_size", "normalise", "neighbours", "safety_steps", "max_steps",
+         "lora_r", "lora_targets", "epochs", "max_length", "dtype"),
+    )  # fmt: skip
+    return argparse.Namespace(**{**settings, "signal": "loss", "score_batch_size": 32, **vars(a)})
+
+
 def run_tag(a: argparse.Namespace, risk: str, share: float, safe_set: str, seed: int) -> str:
     """The name of one run (its data and run directories) under `--out`."""
     tag = f"{risk}-s{share:g}-{safe_set}-seed{seed}"
