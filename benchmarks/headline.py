@@ -11,7 +11,8 @@ the goal of issue 17 (AUROC >= 0.90 and P@k >= 0.8), the static baseline, the an
 the content classifier retrained without the unsafe source (where the run ranked it). No figure
 is typed in: every cell comes from the files named in `ROWS`. The pretrained models' runs all
 finetune one epoch of the noisy set at length 256 (`--epochs 1 --max-length 256`; the library's
-default is the paper's 3 epochs at 512), 400 conversations, the `mixed` safety set of 100.
+default is the paper's 3 epochs at 512), 400 conversations, the `mixed` safety set of 100; one row
+keeps the library's 3 epochs (at length 256).
 
     python benchmarks/headline.py --results benchmarks/results --out /tmp/headline.md
 """
@@ -48,6 +49,9 @@ ROWS = [
     ("SmolLM2-135M-Instruct", "bias: BBQ", [(f"{D7}/realistic_smol_bias_neighbours.json", 0, "default")]),
     ("SmolLM2-135M-Instruct", "harm: JailbreakBench, task data GPT-4-style, alpaca format (unseen)", [
         (f"{D7}/unseen_task_data_smol.json", None, "default"),
+    ]),
+    ("SmolLM2-135M-Instruct, 3 epochs (the library's default)", "harm: JailbreakBench", [
+        (f"{D7}/realistic_smol_harm_3epochs.json", None, "default"),
     ]),
     ("Qwen2.5-Coder-0.5B-Instruct", "harm: JailbreakBench", [
         (f"{D7}/realistic_qwen_harm_s0_neighbours.json", 0, "default"),
