@@ -52,6 +52,7 @@ ROWS = [
     ]),
     ("SmolLM2-135M-Instruct, 3 epochs (the library's default)", "harm: JailbreakBench", [
         (f"{D7}/realistic_smol_harm_3epochs.json", None, "default"),
+        (f"{D7}/realistic_smol_harm_3epochs_s1.json", None, "default"),
     ]),
     ("Qwen2.5-Coder-0.5B-Instruct", "harm: JailbreakBench", [
         (f"{D7}/realistic_qwen_harm_s0_neighbours.json", 0, "default"),
