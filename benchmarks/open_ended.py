@@ -25,7 +25,9 @@ from scipy.stats import rankdata
 
 from forgetfilter import io
 from forgetfilter.metrics import ranking_quality
+from forgetfilter.readers import read_examples
 from forgetfilter.recipes import apply, surprise
+from forgetfilter.records import conversation
 
 SCORES = ("forgetting", "own_score")  # the run's filter score and, where smoothed, its own
 
@@ -43,11 +45,13 @@ def first_word(messages: list[dict]) -> str:
     return words[0] if words else ""
 
 
-def one_run(data: Path, run: Path) -> dict:
-    """Group ranks, AUROCs and top-k make-up of one run's scores (see the module docstring)."""
+def one_run(data: Path, run: Path, noisy: Path | None = None) -> dict:
+    """Group ranks, AUROCs and top-k make-up of one run's scores (see the module docstring);
+    `noisy`: the run's noisy file, in any format the reader takes (default `data/noisy.jsonl`)."""
     labels = io.read_json(data / "labels.json")
     rows = list(io.read_jsonl(run / "scores.jsonl"))
-    turns = {r["id"]: r["messages"] for r in io.read_jsonl(data / "noisy.jsonl")}
+    records, _ = read_examples(noisy or data / "noisy.jsonl")
+    turns = {ex.id: conversation(ex) for ex in records}
     unsafe = np.array([labels[r["id"]][0] == "unsafe" for r in rows])
     opened = np.array([first_word(turns[r["id"]]) in OPEN_ENDED for r in rows])
     groups = {"unsafe": unsafe, "open-ended": opened & ~unsafe, "other": ~opened & ~unsafe}

@@ -15,7 +15,8 @@ records whose instruction is one of its requests are left out of the draw.
 It runs `forgetfilter run` with the default recipe (`realistic.run_config`), unchanged, and
 reports every label-free score, the length baseline and the classifiers as `realistic.evaluate`
 does (AUROC, AUPRC, P@k, lengths matched), plus the mean scaled rank of the open-ended task
-requests and of the others under the run's score (`open_ended.OPEN_ENDED`, for analysis only).
+requests and of the others under the run's score, and who fills its top k (`open_ended.one_run`, for
+analysis only).
 
     python benchmarks/unseen_task_data.py --model smollm2-135m-instruct --seeds 0 1 2 \\
         --max-length 256 --epochs 1 --out /tmp/unseen
@@ -28,15 +29,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from open_ended import OPEN_ENDED, first_word
+from open_ended import one_run as open_ended_run
 from realistic import build_data, evaluate, mean_sd, one_set_parser, run_args, run_config
-from scipy.stats import rankdata
 
 from forgetfilter import io
 from forgetfilter.paths import data_dir
 from forgetfilter.pipeline import run_forgetfilter
 from forgetfilter.readers import read_examples
-from forgetfilter.records import conversation
 
 SOURCE = "alpaca/alpaca_en_demo.json"
 SYSTEM = "You are a helpful assistant."
@@ -90,24 +89,6 @@ def compose(n: int, share: float, seed: int, n_safe: int, out: Path):
     return noisy, safe, labels
 
 
-def group_ranks(run_dir: Path, labels: dict, noisy: Path) -> dict:
-    """Mean scaled rank (0 = least suspect, 1 = most) of the unsafe, open-ended task and other
-    task conversations under the run's filter score, and who fills its top k."""
-    rows = list(io.read_jsonl(run_dir / "scores.jsonl"))
-    by_id = {ex.id: ex for ex in read_examples(noisy)[0]}
-    unsafe = np.array([labels[r["id"]][0] == "unsafe" for r in rows])
-    opened = np.array([first_word(conversation(by_id[r["id"]])) in OPEN_ENDED for r in rows])
-    score = np.array([r["forgetting"] for r in rows], dtype=float)
-    rank = (rankdata(score) - 1) / (len(score) - 1)
-    groups = {"unsafe": unsafe, "open-ended": opened & ~unsafe, "other": ~opened & ~unsafe}
-    top = np.argsort(-score, kind="stable")[: int(unsafe.sum())]
-    return {
-        "n": {g: int(m.sum()) for g, m in groups.items()},
-        "mean_rank": {g: float(rank[m].mean()) for g, m in groups.items()},
-        "top_k": {g: int(m[top].sum()) for g, m in groups.items()},
-    }
-
-
 def markdown(results: list[dict], keys: list[str]) -> str:
     """AUROC, AUPRC, P@k and lengths-matched AUROC of each score, mean ± sd over seeds."""
     lines = [
@@ -126,7 +107,7 @@ def markdown(results: list[dict], keys: list[str]) -> str:
     ]
     lines.append("|---|---|---|")
     for r in results:
-        g = r["groups_by_request"]
+        g = r["open_ended"]["forgetting"]
         ranks = " / ".join(f"{g['mean_rank'][x]:.2f}" for x in ("unsafe", "open-ended", "other"))
         tops = " / ".join(str(g["top_k"][x]) for x in ("unsafe", "open-ended", "other"))
         lines.append(f"| {r['seed']} | {ranks} | {tops} |")
@@ -148,7 +129,7 @@ def main() -> None:
         run_forgetfilter(noisy, safe, run_dir, run_config(cfg_args, seed), progress=False)
         r = evaluate(run_dir, labels, "loss", a.classifier, noisy)
         r |= {"seed": seed, "seconds": round(time.perf_counter() - t0, 1)}
-        r["groups_by_request"] = group_ranks(run_dir, labels, noisy)
+        r["open_ended"] = open_ended_run(out / "data" / tag, run_dir, noisy)
         results.append(r)
         show = {k: round(v["auroc"], 3) for k, v in r["ranking"].items()}
         print(tag, json.dumps(show), f"P@k {r['ranking']['default']['p_at_k']:.2f}", flush=True)
