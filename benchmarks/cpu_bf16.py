@@ -30,6 +30,7 @@ def one_run(noisy: Path, safe: Path, out: Path, dtype: str, a: argparse.Namespac
     cfg = default_run_config(
         a.model,
         epochs=a.epochs,
+        screen_epochs=a.epochs,  # M1's length is what the scores come from
         max_length=a.max_length,
         dtype=dtype,
         score_dtype="train",  # score in the dtype trained in: bf16 scoring is part of what is measured

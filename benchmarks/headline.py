@@ -10,9 +10,9 @@ precision among the top k (k = the number of unsafe examples) of each seed, how 
 the goal of issue 17 (AUROC >= 0.90 and P@k >= 0.8), the static baseline, the answer's length, and
 the content classifier retrained without the unsafe source (where the run ranked it). No figure
 is typed in: every cell comes from the files named in `ROWS`. The pretrained models' runs all
-finetune one epoch of the noisy set at length 256 (`--epochs 1 --max-length 256`; the library's
-default is the paper's 3 epochs at 512), 400 conversations, the `mixed` safety set of 100; one row
-keeps the library's 3 epochs (at length 256).
+finetune M1 one epoch of the noisy set at length 256 (`--epochs 1 --max-length 256`; the library's
+default M1 since 2026-12-08, `screen_epochs` 1), 400 conversations, the `mixed` safety set of 100;
+one row trains the paper's 3-epoch M1, and one row has 1,000 conversations (one epoch = 31 steps).
 
     python benchmarks/headline.py --results benchmarks/results --out /tmp/headline.md
 """
@@ -28,6 +28,7 @@ from realistic import mean_sd
 from forgetfilter import io
 
 D7 = "cpu-2026-12-07"
+D8 = "cpu-2026-12-08"
 RESCORED = "relative+surprise ~5"  # the pretrained default, in neighbours.py's naming
 
 # (model, unsafe answers, [(results file, run selector, score name)]); a selector is the
@@ -50,9 +51,13 @@ ROWS = [
     ("SmolLM2-135M-Instruct", "harm: JailbreakBench, task data GPT-4-style, alpaca format (unseen)", [
         (f"{D7}/unseen_task_data_smol.json", None, "default"),
     ]),
-    ("SmolLM2-135M-Instruct, 3 epochs (the library's default)", "harm: JailbreakBench", [
+    ("SmolLM2-135M-Instruct, M1 3 epochs (the paper's; library default before 2026-12-08)", "harm: JailbreakBench", [
         (f"{D7}/realistic_smol_harm_3epochs.json", None, "default"),
         (f"{D7}/realistic_smol_harm_3epochs_s1.json", None, "default"),
+    ]),
+    ("SmolLM2-135M-Instruct, 1,000 conversations (M1 1 epoch = 31 steps)", "harm: JailbreakBench", [
+        (f"{D8}/realistic_smol_harm_n1000_s0.json", None, "default"),
+        (f"{D8}/realistic_smol_harm_n1000_s1.json", None, "default"),
     ]),
     ("Qwen2.5-Coder-0.5B-Instruct", "harm: JailbreakBench", [
         (f"{D7}/realistic_qwen_harm_s0_neighbours.json", 0, "default"),

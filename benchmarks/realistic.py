@@ -121,6 +121,7 @@ def run_config(a: argparse.Namespace, seed: int):
         lr=a.lr,
         safety_lr=a.safety_lr,
         epochs=a.epochs,
+        **({"screen_epochs": a.epochs} if a.epochs else {}),  # no final model: M1's length
         batch_size=a.batch_size,
         max_length=a.max_length,
         dtype=a.dtype,
@@ -131,8 +132,8 @@ def run_config(a: argparse.Namespace, seed: int):
         final=False,
         seed=seed,
     )
-    if a.max_steps:
-        cfg.noisy_train.max_steps = a.max_steps
+    if a.max_steps:  # M1's length in steps (no final model here)
+        cfg.screen_steps = a.max_steps
     if a.lora_r:
         cfg.noisy_train.lora.r = cfg.safety_train.lora.r = a.lora_r
         cfg.noisy_train.lora.alpha = cfg.safety_train.lora.alpha = 2 * a.lora_r

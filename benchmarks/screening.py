@@ -68,8 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def variant_config(name: str, args: argparse.Namespace):
     """The RunConfig of one variant (`full`, `screen:NAME`, `steps:K`, `screen:NAME@K`)."""
     target = default_run_config(
-        args.model, epochs=args.epochs, max_length=args.max_length, seed=args.seed
-    )
+        args.model, epochs=args.epochs, max_length=args.max_length, seed=args.seed,
+        **({"screen_epochs": None} if args.epochs else {}),  # --epochs: M1's length too
+    )  # fmt: skip
     if name == "full":
         return target
     screen, steps = None, None

@@ -73,6 +73,7 @@ def main() -> None:
     cfg = default_run_config(
         "smollm2-135m-instruct",
         epochs=a.epochs,
+        screen_epochs=None,  # --epochs: M1's length and the delivered model's
         max_length=a.max_length,
         dtype=a.dtype,
         seed=a.seed,

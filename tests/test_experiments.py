@@ -122,8 +122,10 @@ def test_report_without_results_is_a_clear_error(tmp_path, capsys):
     assert "results.json" in capsys.readouterr().err
 
 
-def test_scales_are_sized_as_documented():
+def test_scales_are_sized_as_documented(micro, tmp_path):
     assert SCALES["paper"].n == 5000 and SCALES["paper"].n_safe is None
+    # the paper's experiments train M1 as long as the noisy finetune (no one-epoch M1)
+    assert _ctx(tmp_path, micro).run_config().screen_epochs is None
     assert 300 <= SCALES["small"].n <= 600
     assert json.loads(json.dumps(dataclasses.asdict(SCALES["small"])))["name"] == "small"
 

@@ -191,6 +191,39 @@ def test_screening_gives_the_filtering_stages_the_screen_preset_and_the_final_th
         RunConfig(screen_steps=0)
 
 
+def test_a_pretrained_model_scores_a_one_epoch_m1_and_delivers_the_papers_three_epochs() -> None:
+    from forgetfilter.pipeline import final_cfg, screen_cfg
+
+    target = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    cfg = _config(["--model", target])
+    assert cfg.screen_epochs == 1 and cfg.final_train is None
+    assert screen_cfg(cfg).epochs == 1 and final_cfg(cfg).epochs == 3
+    # --epochs is the delivered model's length; --screen-epochs M1's (3: the paper's M1)
+    longer = _config(["--model", target, "--epochs", "5"])
+    assert screen_cfg(longer).epochs == 1 and final_cfg(longer).epochs == 5
+    paper = _config(["--model", target, "--screen-epochs", "3"])
+    assert screen_cfg(paper).epochs == 3 and final_cfg(paper).epochs == 3
+    # a step count gives the delivered model its length, M1 keeps its epoch; --screen-steps wins
+    steps = _config(["--model", target, "--max-steps", "40"])
+    assert screen_cfg(steps).max_steps is None and screen_cfg(steps).epochs == 1
+    assert final_cfg(steps).max_steps == 40
+    assert screen_cfg(_config(["--model", target, "--screen-steps", "4"])).max_steps == 4
+    # the built-in tiny keeps one length for both
+    tiny = _config(["--model", "tiny"])
+    assert tiny.screen_epochs is None and screen_cfg(tiny).epochs == final_cfg(tiny).epochs == 5
+    with pytest.raises(ConfigError, match="screen_epochs"):
+        RunConfig(screen_epochs=0)
+    # a run recorded before M1 had its own length continues where M1 is unchanged, not elsewhere
+    from forgetfilter.pipeline import _canonical
+
+    one = _config(["--model", target, "--epochs", "1"]).fingerprint()
+    assert one["screen_epochs"] is None
+    recorded = {k: v for k, v in one.items() if k != "screen_epochs"}
+    assert _canonical(recorded) == one
+    three = {k: v for k, v in cfg.fingerprint().items() if k != "screen_epochs"}
+    assert _canonical(three) != cfg.fingerprint()
+
+
 def test_every_library_error_names_fields_and_data_build_and_training_name_flags(
     tmp_path: Path, capsys
 ) -> None:

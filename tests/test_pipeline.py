@@ -726,9 +726,44 @@ def test_a_screening_model_makes_the_scores_and_the_target_is_finetuned_once(
     assert s["screen_steps"] == 2 and s["trained"]["m1"]["steps"] == 2
     recorded = io.read_json(out / "config.json")["config"]
     assert recorded["screen_model"] and recorded["screen_steps"] == 2
-    other = micro_config(target, screen_model=str(micro_model_dir), screen_steps=3, safety_steps=2)
-    with pytest.raises(ConfigError, match="screen_steps"):
-        run_forgetfilter(noisy, safe, tmp_path / "run", other, progress=False)
+    # another M1 length redoes the run from M1 on, keeping M0's scores
+    m0_scores = (out / "scores_m0.jsonl").read_bytes()
+    other = micro_config(
+        target,
+        screen_model=str(micro_model_dir),
+        screen_steps=3,
+        safety_steps=2,
+        threshold=ThresholdConfig("fraction", fraction=0.25),
+    )
+    again = run_forgetfilter(noisy, safe, tmp_path / "run", other, progress=False)
+    assert finished_run(out / "m1")["steps"] == 3
+    assert (out / "scores_m0.jsonl").read_bytes() == m0_scores
+    m0_time = result.summary["timings_s"]["scores_m0"]
+    assert again.summary["timings_s"]["scores_m0"] == m0_time  # not scored again
+    assert io.read_json(out / "config.json")["config"]["screen_steps"] == 3
+    # a change no stage reads first (the model that screens) still needs --force
+    moved = micro_config(target, screen_model=target, screen_steps=3, safety_steps=2)
+    with pytest.raises(ConfigError, match="screen_model"):
+        run_forgetfilter(noisy, safe, tmp_path / "run", moved, progress=False)
+
+
+def test_m1_trains_its_own_epochs_and_the_delivered_model_the_noisy_finetunes(
+    micro_model_dir, tmp_path
+):
+    from forgetfilter.training import finished_run
+
+    noisy, safe = make_data(tmp_path)
+    cfg = micro_config(
+        str(micro_model_dir), safety_steps=2, threshold=ThresholdConfig("fraction", fraction=0.25)
+    )
+    assert cfg.screen_epochs == 1  # a Hugging Face model: the paper preset's one-epoch M1
+    result = run_forgetfilter(noisy, safe, tmp_path / "run", cfg, progress=False)
+    m1, final = finished_run(result.out_dir / "m1"), finished_run(result.out_dir / "final")
+    assert m1["steps"] == 5  # one epoch of 36 records at batch 8
+    assert final["steps"] == 2 * 4  # the noisy finetune's 2 epochs of the 27 kept
+    s = result.summary["screening"]
+    assert s["screen_epochs"] == 1 and s["trained"]["m1"]["steps"] == 5
+    assert "1-epoch noisy finetune" in s["note"] and "(2 epochs)" in s["note"]
 
 
 def test_runs_recorded_before_screening_existed_continue():
@@ -736,7 +771,7 @@ def test_runs_recorded_before_screening_existed_continue():
 
     cfg = micro_config("tiny:micro")
     old = cfg.fingerprint()
-    for key in ("screen_model", "screen_steps", "final_train"):
+    for key in ("screen_model", "screen_steps", "screen_epochs", "final_train"):
         old.pop(key)
     assert _canonical(old) == cfg.fingerprint()
     assert cfg.final_train is None  # no separate final settings unless asked for

@@ -160,8 +160,8 @@ def run_args(model: Path, data: Path, *extra: str) -> list[str]:
     """The `forgetfilter run` command line every shared run uses (plus `--out`)."""
     return [
         "run", "--model", str(model), "--noisy", str(data / "noisy.jsonl"), "--safe", str(data / "safe.jsonl"),
-        "--full", "--lr", "1e-3", "--epochs", "2", "--batch-size", "8", "--micro-batch-size", "8",
-        "--max-length", "64", "--safety-steps", "3", "--remove-fraction", "0.25", "--skip-invalid",
+        "--full", "--lr", "1e-3", "--epochs", "2", "--screen-epochs", "2", "--batch-size", "8",
+        "--micro-batch-size", "8", "--max-length", "64", "--safety-steps", "3", "--remove-fraction", "0.25", "--skip-invalid",
         "--save-every", "2", "--seed", "0", *extra,
     ]  # fmt: skip
 

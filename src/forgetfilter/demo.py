@@ -30,7 +30,8 @@ class DemoConfig:
         safety_steps: steps of the short safety finetune inside ForgetFilter.
         seed: seed of everything.
         model: the aligned model (default the built-in tiny model).
-        epochs: epochs of noisy and final finetuning.
+        epochs: epochs of the noisy finetune (M1) and of the final one; None = the model's
+            preset (for a pretrained model M1 one epoch, the final model 3).
         sequential_epochs: epochs of the sequential safety finetuning baseline over the safe set.
     """
 
@@ -138,8 +139,9 @@ def demo_run_config(cfg: DemoConfig, model: str):
     """ForgetFilter's settings in the demo: the defaults (signal, score, automatic threshold)."""
     from .pipeline import default_run_config
 
+    given = {"screen_epochs": None} if cfg.epochs is not None else {}  # M1 too
     rc = default_run_config(
-        cfg.model, epochs=cfg.epochs, safety_steps=cfg.safety_steps, seed=cfg.seed
+        cfg.model, epochs=cfg.epochs, safety_steps=cfg.safety_steps, seed=cfg.seed, **given
     )
     return dataclasses.replace(rc, model=model)
 

@@ -15,6 +15,8 @@ Settings apply in this order, each over the one before: the model's preset
 `RunConfig`; for a training field, `--FIELD` sets the noisy finetune (and the final one) and, except
 for `lr`, `epochs` and `max_steps`, the safety finetune too, while `--safety-FIELD` sets the safety
 finetune alone; `--lora-FIELD` for LoRA; `--auto`, `--threshold`, `--remove-fraction` for the cut.
+The noisy finetune that produces the scores (M1) runs `--screen-epochs` epochs or `--screen-steps`
+steps where set (a pretrained model's preset: one epoch), the delivered model `--epochs`.
 The final (delivered) finetune follows the noisy one unless it is given settings of its own:
 `--final-FIELD`, or `--screen-model`, which gives the filtering stages the screen model's preset
 and the final finetune the target's. Plain flags other than `lr`, `epochs`, `max_steps`, the LoRA

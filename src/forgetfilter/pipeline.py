@@ -86,7 +86,8 @@ class RunConfig:
             0 for the built-in `tiny`), with the loss signal and the `forgetfilter` filter; 0
             otherwise (the other filters take none).
         safety_steps: optimizer steps of safety finetuning (M1 -> M2); None = one epoch of the safe set.
-        noisy_train: training settings for M0 -> M1 and for the final model.
+        noisy_train: training settings for M0 -> M1 (its length is `screen_epochs` or
+            `screen_steps` when set) and for the final model.
         safety_train: training settings for M1 -> M2 (its max_steps is set from `safety_steps`).
         threshold: how phi is chosen.
         final: train the delivered model on the kept examples.
@@ -110,7 +111,13 @@ class RunConfig:
             `noisy_train` and `safety_train` as its settings; `model` is finetuned once, on the
             kept data (`final_train`). None: `model` runs every stage.
         screen_steps: optimizer steps of the noisy finetune that produces the scores (M0 -> M1),
-            shorter than the delivered finetune, which keeps its own length. None: `noisy_train`'s.
+            shorter than the delivered finetune, which keeps its own length. None: `noisy_train`'s
+            (or `screen_epochs`).
+        screen_epochs: epochs of the noisy finetune that produces the scores (M0 -> M1); the
+            delivered finetune keeps `noisy_train`'s (or `final_train`'s). None: `noisy_train`'s.
+            `screen_steps` wins when both are set. The preset's: 1 for pretrained models (longer,
+            a pretrained M1 memorises the task data, whose drift then swamps the unsafe examples'
+            forgetting: README, "How long the noisy finetune runs"), None for the built-in `tiny`.
         final_train: training settings of the delivered model (the final finetune). None: those
             of `noisy_train`; with `screen_model`, the target model's preset.
     """
@@ -141,6 +148,7 @@ class RunConfig:
     )
     screen_model: str | None = None
     screen_steps: int | None = None
+    screen_epochs: float | None = None
     final_train: TrainConfig | None = None
 
     def __post_init__(self) -> None:
@@ -206,10 +214,11 @@ class RunConfig:
             or self.curve_points < 0
             or (self.safety_steps is not None and self.safety_steps < 1)
             or (self.screen_steps is not None and self.screen_steps < 1)
+            or (self.screen_epochs is not None and not self.screen_epochs > 0)
         ):
             raise ConfigError(
-                "`score_batch_size`, `safety_steps` and `screen_steps` must be positive, "
-                "`curve_points` >= 0"
+                "`score_batch_size`, `safety_steps`, `screen_steps` and `screen_epochs` must be "
+                "positive, `curve_points` >= 0"
             )
         if self.screen_model is not None and not str(self.screen_model).strip():
             raise ConfigError("`screen_model` must name a model (or be unset)")
@@ -230,6 +239,8 @@ class RunConfig:
             if d[stage] is not None:
                 d[stage].pop("report_to")
         d["model"] = canonical_name(self.model)
+        if screen_cfg(self) == noisy_cfg(self):  # an M1 as long as the noisy finetune sets nothing
+            d["screen_epochs"] = None
         if self.screen_model is not None:
             d["screen_model"] = canonical_name(self.screen_model)
         return d
@@ -455,6 +466,7 @@ PIPELINE: tuple[Stage, ...] = (
             s.cfg.screener, s.scored, s.run.dir / "m1", screen_cfg(s.cfg), s.progress
         ),
         when=_needs("m1"),
+        reads=("screen_steps", "screen_epochs"),
     ),
     Stage(
         "scores_before",
@@ -680,6 +692,7 @@ def _canonical(recorded: dict) -> dict:
         "filter": "forgetfilter",
         "screen_model": None,
         "screen_steps": None,
+        "screen_epochs": None,  # runs recorded before it: M1 as long as the noisy finetune
         "score_dtype": "train",  # runs recorded before it scored in the training dtype
         "neighbours": 0,  # runs recorded before it ranked each example's own score
     }
@@ -766,11 +779,14 @@ def noisy_cfg(cfg: RunConfig) -> TrainConfig:
 
 
 def screen_cfg(cfg: RunConfig) -> TrainConfig:
-    """Training settings of M0 -> M1: the noisy finetune's, `screen_steps` long if set."""
+    """Training settings of M0 -> M1: the noisy finetune's, `screen_steps` steps or
+    `screen_epochs` epochs long if set."""
     t = noisy_cfg(cfg)
-    if cfg.screen_steps is None:
-        return t
-    return dataclasses.replace(t, max_steps=cfg.screen_steps, epochs=max(t.epochs, 1e9))
+    if cfg.screen_steps is not None:
+        return dataclasses.replace(t, max_steps=cfg.screen_steps, epochs=max(t.epochs, 1e9))
+    if cfg.screen_epochs is not None:
+        return dataclasses.replace(t, max_steps=None, epochs=cfg.screen_epochs)
+    return t
 
 
 def final_cfg(cfg: RunConfig) -> TrainConfig:
@@ -1126,7 +1142,9 @@ class Preset:
         name: what the preset is for.
         finetune: `lora` or `full`.
         lr: learning rate of the noisy finetune (and the final model).
-        epochs: epochs of the noisy finetune.
+        epochs: epochs of the noisy finetune (and the final model).
+        screen_epochs: epochs of the noisy finetune that produces the scores (M0 -> M1), when
+            shorter than `epochs` (`RunConfig.screen_epochs`); None = `epochs`.
         safety_lr: learning rate of the safety finetune.
         max_length: records are cut to this many tokens.
         loss_recipe: the filter's score with the loss signal when `normalise` is not given.
@@ -1141,6 +1159,7 @@ class Preset:
     max_length: int
     loss_recipe: str = "relative"
     neighbours: int = 0
+    screen_epochs: float | None = None
 
 
 #: The built-in `tiny` model (a few million parameters) is finetuned fully: LoRA r=8 barely
@@ -1156,8 +1175,19 @@ TINY_PRESET = Preset("tiny", "full", 5e-4, 5.0, 5e-4, 256, loss_recipe="relative
 #: score by name. Each example's score is then averaged with those of its 5 most similar noisy examples: on every
 #: realistic run of the two pretrained models measured, that ranked the unsafe examples better,
 #: most at the top of the ranking (README, "Neighbours"). `--neighbours 0` turns it off.
+#: M1 trains one epoch, the delivered model the paper's 3: three epochs let a pretrained M1
+#: memorise the task data, whose drift under safety finetuning then swamps the unsafe examples'
+#: forgetting (README, "How long the noisy finetune runs"). `--screen-epochs 3` is the paper's M1.
 PAPER_PRESET = Preset(
-    "paper", "lora", 2e-4, 3.0, 2e-4, 512, loss_recipe="relative+surprise", neighbours=5
+    "paper",
+    "lora",
+    2e-4,
+    3.0,
+    2e-4,
+    512,
+    loss_recipe="relative+surprise",
+    neighbours=5,
+    screen_epochs=1.0,
 )
 
 
@@ -1187,7 +1217,9 @@ def default_run_config(
     """A RunConfig with defaults for `model`, overridden by the non-None arguments.
 
     The defaults are `preset_for(model)`'s: the paper's settings for Hugging Face models (batch
-    32), full finetuning at lr 5e-4 for 5 epochs for the built-in `tiny`. `save_every` (steps)
+    32, M1 one epoch and the delivered model 3), full finetuning at lr 5e-4 for 5 epochs for the
+    built-in `tiny`. `epochs` is the delivered model's (and M1's where the preset gives it no
+    `screen_epochs`; pass `screen_epochs` for M1's). `save_every` (steps)
     checkpoints every training stage, so a killed run resumes inside a stage, not at its start.
     With `screen_model` (in `run_fields`), the noisy and safety finetunes take that model's preset
     and the arguments, and the final finetune (`final_train`) takes `model`'s preset with the
@@ -1225,4 +1257,5 @@ def default_run_config(
         )
     if normalise is not None:
         run_fields["normalise"] = normalise
+    run_fields.setdefault("screen_epochs", base["screen_epochs"])
     return RunConfig(model=model, noisy_train=noisy, safety_train=safety, **run_fields)

@@ -56,7 +56,7 @@ def summarise(run: Run, choice: ThresholdChoice, final_skipped: str | None = Non
         if run.cfg.final and not final_skipped
         else None,
     }
-    if run.cfg.screen_model or run.cfg.screen_steps:
+    if run.cfg.screen_model or run.cfg.screen_steps or run.cfg.screen_epochs:
         summary["screening"] = screening(run)
     saved = io.read_json(run.dir / "filter.json")
     fitted = share.from_fit(choice.details) if choice.method == "auto" else None
@@ -82,20 +82,29 @@ def screening(run: Run) -> dict:
     """Which model made the scores and how long its noisy finetune was, against the delivered one."""
     cfg = run.cfg
     screen = cfg.screen_model or cfg.model
-    steps = cfg.screen_steps
+    steps, epochs = cfg.screen_steps, cfg.screen_epochs
     done = {k: finished_run(run.dir / k) for k in ("m1", "final")}
+    length = f"{steps}-step" if steps else f"{epochs:g}-epoch" if epochs else ""
     return {
         "screen_model": screen,
         "screen_model_source": describe(screen),
         "screen_steps": steps,
+        "screen_epochs": None if steps else epochs,
         "delivered_model": cfg.model,
         "trained": {
             k: {"steps": v.get("steps"), "tokens": v.get("tokens")} for k, v in done.items()
         },
         "note": f"the filtering stages (M0 -> M1 -> M2 and every score) ran on {screen}"
-        + (f" with a {steps}-step noisy finetune" if steps else "")
-        + f"; {cfg.model} is finetuned once, on the kept data",
+        + (f" with a {length} noisy finetune" if length else "")
+        + (f"; {cfg.model} is finetuned once" if cfg.screen_model else "; M0 is finetuned again")
+        + f", on the kept data ({final_length(cfg)})",
     }
+
+
+def final_length(cfg) -> str:
+    """How long the delivered finetune runs, in words."""
+    t = cfg.final_train or cfg.noisy_train
+    return f"{t.max_steps} steps" if t.max_steps else f"{t.epochs:g} epochs"
 
 
 def threshold_warning(choice: ThresholdChoice) -> str | None:

@@ -205,11 +205,13 @@ class Context:
 
     # ---- configs
     def run_config(self, **fields: Any) -> RunConfig:
-        """The pipeline's RunConfig for the model with this scale's sizes (fields override)."""
+        """The pipeline's RunConfig for the model with this scale's sizes (fields override); M1
+        trains as long as the noisy finetune, as in the paper (no `screen_epochs`)."""
         from ..pipeline import default_run_config
 
         s = self.scale
         fields.setdefault("safety_steps", s.safety_steps)
+        fields.setdefault("screen_epochs", None)
         cfg = default_run_config(
             self.model, epochs=s.epochs, batch_size=s.batch_size, max_length=s.max_length,
             full=s.full, seed=self.seed, **fields,
